@@ -1,0 +1,567 @@
+"""The NGSI-LD HTTP API (``/ngsi-ld/v1``): entities, attributes, batches, queries, discovery, contexts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+
+from society5.broker import geo as geo_mod
+from society5.broker.core import BatchResult, Broker, UpdateResult
+from society5.broker.http import (
+    GEOJSON,
+    JSON,
+    JSONLD,
+    accepted,
+    body_doc,
+    bool_param,
+    context_source,
+    flag_set,
+    int_param,
+    json_response,
+    read_json,
+)
+from society5.broker.jsonld import ActiveContext, parse_link_header
+from society5.broker.model import LOCATION, Renderer, check_attr_name, check_uri
+from society5.broker.query import q as qlang
+from society5.broker.query import scope as scopelang
+from society5.broker.query.typeexpr import TypeExprError, parse_type_expr
+from society5.broker.store import EntityQuery
+from society5.core.errors import BadRequest, NotFound
+from society5.core.http import platform_of, principal_of
+
+router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"])
+
+TenantHeader = Header(default=None, alias="NGSILD-Tenant", description="tenant: the municipality's 団体コード")
+
+
+def broker_of(request: Request) -> Broker:
+    b: Broker = platform_of(request).parts["broker"]
+    return b
+
+
+def _max_body(request: Request) -> int:
+    return platform_of(request).settings.max_body_bytes
+
+
+async def _body(request: Request) -> tuple[Any, ActiveContext]:
+    body, media = await read_json(request, _max_body(request))
+    source = context_source(request, body, media)
+    return body, broker_of(request).context(source)
+
+
+def _get_ctx(request: Request) -> ActiveContext:
+    return broker_of(request).context(parse_link_header(request.headers.get("link")))
+
+
+def _renderer(ctx: ActiveContext, options: str | None, fmt: str | None, attrs: set[str] | None = None,
+              pick: str | None = None, omit: str | None = None, lang: str | None = None,
+              dataset_id: str | None = None) -> Renderer:
+    opts = flag_set(options)
+    unknown = opts - {"keyValues", "simplified", "concise", "normalized", "sysAttrs", "noOverwrite",
+                      "replace", "update", "temporalValues"}
+    if unknown:
+        raise BadRequest(f"options: unknown value(s) {', '.join(sorted(unknown))}")
+    form = "normalized"
+    if fmt:
+        if fmt not in ("keyValues", "simplified", "concise", "normalized"):
+            raise BadRequest(f"format must be normalized, concise or keyValues, not {fmt!r}")
+        form = fmt
+    elif "keyValues" in opts or "simplified" in opts:
+        form = "keyValues"
+    elif "concise" in opts:
+        form = "concise"
+    if form == "simplified":
+        form = "keyValues"
+    if pick and omit:
+        raise BadRequest("pick and omit cannot be used together")
+    return Renderer(ctx, fmt=form, sys_attrs="sysAttrs" in opts, attrs=attrs,
+                    pick=flag_set(pick) or None if pick is not None else None,
+                    omit=flag_set(omit) or None if omit is not None else None,
+                    lang=lang, datasets=flag_set(dataset_id) or None if dataset_id else None)
+
+
+def _attrs_param(value: str | None, ctx: ActiveContext) -> set[str] | None:
+    if value is None:
+        return None
+    names = flag_set(value)
+    if not names:
+        raise BadRequest("attrs must list at least one attribute name")
+    for name in names:
+        check_attr_name(name)
+    return {ctx.expand(n) for n in names}
+
+
+def _geojson(entities: list[dict[str, Any]], geo_prop: str) -> Any:
+    features = []
+    for ent in entities:
+        geom = ent.get(geo_prop)
+        if isinstance(geom, dict) and "value" in geom and isinstance(geom["value"], dict):
+            geom = geom["value"]
+        features.append({"id": ent.get("id"), "type": "Feature", "geometry": geom if isinstance(geom, dict) else None,
+                         "properties": {k: v for k, v in ent.items() if k != "id"}})
+    return features
+
+
+def _batch_response(result: BatchResult, created_status: bool, request: Request) -> Response:
+    if result.errors:
+        body = {
+            "success": result.success,
+            "errors": [{"entityId": eid, "error": err.problem()} for eid, err in result.errors],
+        }
+        return json_response(body, JSON, None, status=207)
+    if created_status and result.created:
+        return json_response(result.created, JSON, None, status=201)
+    if created_status:
+        return Response(status_code=204)
+    return Response(status_code=204)
+
+
+def _update_response(result: UpdateResult) -> Response:
+    if result.not_updated:
+        return json_response({"updated": result.updated, "notUpdated": result.not_updated}, JSON, None, 207)
+    return Response(status_code=204)
+
+
+# --- entities -----------------------------------------------------------------------------------------------
+
+
+@router.post("/entities", status_code=201, openapi_extra=body_doc(), summary="Create an entity")
+async def create_entity(request: Request, tenant: str | None = TenantHeader) -> Response:
+    body, ctx = await _body(request)
+    b = broker_of(request)
+    eid = b.create_entity(tenant, body, ctx, principal_of(request))
+    headers = {"Location": f"/ngsi-ld/v1/entities/{quote(eid, safe=':')}"}
+    if tenant:
+        headers["NGSILD-Tenant"] = tenant
+    return Response(status_code=201, headers=headers)
+
+
+@router.get("/entities", summary="Query entities")
+def query_entities(
+    request: Request,
+    tenant: str | None = TenantHeader,
+    id: str | None = Query(default=None, description="comma-separated entity ids"),
+    type: str | None = Query(default=None, description="type selector: A,B or (A;B)|C"),
+    idPattern: str | None = None,
+    attrs: str | None = None,
+    pick: str | None = None,
+    omit: str | None = None,
+    q: str | None = None,
+    georel: str | None = None,
+    geometry: str | None = None,
+    coordinates: str | None = None,
+    geoproperty: str | None = None,
+    geometryProperty: str | None = None,
+    scopeQ: str | None = None,
+    lang: str | None = None,
+    limit: str | None = None,
+    offset: str | None = None,
+    count: str | None = None,
+    options: str | None = None,
+    format: str | None = None,
+    datasetId: str | None = None,
+    local: str | None = None,
+) -> Response:
+    media = accepted(request)
+    ctx = _get_ctx(request)
+    b = broker_of(request)
+    settings = platform_of(request).settings
+    if not any((id, type, idPattern, attrs, q, georel, scopeQ)) and not bool_param(local, "local"):
+        raise BadRequest("give at least one of type, id, idPattern, attrs, q, georel or scopeQ (or local=true)")
+    query = EntityQuery(
+        ids=_ids_param(id),
+        id_pattern=_pattern(idPattern),
+        types=_types(type, ctx),
+        attrs=_attrs_param(attrs, ctx),
+        q=_q(q, ctx),
+        geo=_geo(georel, geometry, coordinates, geoproperty, ctx),
+        scope=_scope(scopeQ),
+        limit=int_param(limit, "limit", settings.default_page_size, 0, settings.max_page_size),
+        offset=int_param(offset, "offset", 0, 0, 10**9),
+        count=bool_param(count, "count"),
+    )
+    if query.limit == 0 and not query.count:
+        raise BadRequest("limit=0 is only allowed with count=true")
+    renderer = _renderer(ctx, options, format, query.attrs, pick, omit, lang, datasetId)
+    result = b.query(tenant, query, principal_of(request))
+    entities = [renderer.entity(d) for d in result.docs]
+    headers = {"NGSILD-Results-Count": str(result.count)} if result.count is not None else {}
+    if media == GEOJSON:
+        geo_prop = geometryProperty or "location"
+        body = {"type": "FeatureCollection", "features": _geojson(entities, geo_prop)}
+        return json_response(body, GEOJSON, None, headers=headers)
+    return json_response(entities, media, ctx, headers=headers)
+
+
+@router.get("/entities/{entity_id}", summary="Retrieve an entity")
+def retrieve_entity(
+    request: Request,
+    entity_id: str,
+    tenant: str | None = TenantHeader,
+    attrs: str | None = None,
+    pick: str | None = None,
+    omit: str | None = None,
+    type: str | None = None,
+    options: str | None = None,
+    format: str | None = None,
+    lang: str | None = None,
+    geometryProperty: str | None = None,
+    datasetId: str | None = None,
+) -> Response:
+    media = accepted(request)
+    ctx = _get_ctx(request)
+    check_uri(entity_id, "entity id")
+    doc = broker_of(request).retrieve(tenant, entity_id, principal_of(request))
+    if type is not None:
+        wanted = {t for alt in _types(type, ctx) or [] for t in alt}
+        if not wanted & set(doc["type"]):
+            raise NotFound(f"entity {entity_id} has none of the types {type}")
+    attr_set = _attrs_param(attrs, ctx)
+    entity = _renderer(ctx, options, format, attr_set, pick, omit, lang, datasetId).entity(doc)
+    if media == GEOJSON:
+        return json_response(_geojson([entity], geometryProperty or "location")[0], GEOJSON, None)
+    return json_response(entity, media, ctx)
+
+
+@router.put("/entities/{entity_id}", status_code=204, openapi_extra=body_doc(), summary="Replace an entity")
+async def replace_entity(request: Request, entity_id: str, tenant: str | None = TenantHeader) -> Response:
+    body, ctx = await _body(request)
+    broker_of(request).replace_entity(tenant, entity_id, body, ctx, principal_of(request))
+    return Response(status_code=204)
+
+
+@router.patch("/entities/{entity_id}", status_code=204, openapi_extra=body_doc(), summary="Merge an entity")
+async def merge_entity(request: Request, entity_id: str, tenant: str | None = TenantHeader) -> Response:
+    body, ctx = await _body(request)
+    broker_of(request).merge_entity(tenant, entity_id, body, ctx, principal_of(request))
+    return Response(status_code=204)
+
+
+@router.delete("/entities/{entity_id}", status_code=204, summary="Delete an entity")
+def delete_entity(request: Request, entity_id: str, tenant: str | None = TenantHeader,
+                  type: str | None = None) -> Response:
+    check_uri(entity_id, "entity id")
+    broker_of(request).delete_entity(tenant, entity_id, principal_of(request))
+    return Response(status_code=204)
+
+
+@router.post("/entities/{entity_id}/attrs", status_code=204, openapi_extra=body_doc(),
+             summary="Append attributes")
+async def append_attrs(request: Request, entity_id: str, tenant: str | None = TenantHeader,
+                       options: str | None = None) -> Response:
+    body, ctx = await _body(request)
+    opts = flag_set(options)
+    result = broker_of(request).append_attrs(tenant, entity_id, body, ctx, principal_of(request),
+                                             no_overwrite="noOverwrite" in opts)
+    return _update_response(result)
+
+
+@router.patch("/entities/{entity_id}/attrs", status_code=204, openapi_extra=body_doc(),
+              summary="Update attributes")
+async def update_attrs(request: Request, entity_id: str, tenant: str | None = TenantHeader) -> Response:
+    body, ctx = await _body(request)
+    result = broker_of(request).update_attrs(tenant, entity_id, body, ctx, principal_of(request))
+    return _update_response(result)
+
+
+@router.patch("/entities/{entity_id}/attrs/{attr}", status_code=204, openapi_extra=body_doc(),
+              summary="Partial attribute update")
+async def patch_attr(request: Request, entity_id: str, attr: str, tenant: str | None = TenantHeader) -> Response:
+    body, ctx = await _body(request)
+    check_attr_name(attr)
+    broker_of(request).patch_attr(tenant, entity_id, attr, body, ctx, principal_of(request))
+    return Response(status_code=204)
+
+
+@router.put("/entities/{entity_id}/attrs/{attr}", status_code=204, openapi_extra=body_doc(),
+            summary="Replace an attribute")
+async def replace_attr(request: Request, entity_id: str, attr: str, tenant: str | None = TenantHeader) -> Response:
+    body, ctx = await _body(request)
+    check_attr_name(attr)
+    broker_of(request).replace_attr(tenant, entity_id, attr, body, ctx, principal_of(request))
+    return Response(status_code=204)
+
+
+@router.delete("/entities/{entity_id}/attrs/{attr}", status_code=204, summary="Delete an attribute")
+def delete_attr(request: Request, entity_id: str, attr: str, tenant: str | None = TenantHeader,
+                datasetId: str | None = None, deleteAll: str | None = None) -> Response:
+    check_uri(entity_id, "entity id")
+    check_attr_name(attr)
+    if datasetId is not None:
+        check_uri(datasetId, "datasetId")
+    broker_of(request).delete_attr(tenant, entity_id, attr, _get_ctx(request), principal_of(request),
+                                   dataset_id=datasetId, delete_all=bool_param(deleteAll, "deleteAll"))
+    return Response(status_code=204)
+
+
+# --- batch operations ---------------------------------------------------------------------------------------
+
+
+async def _batch_body(request: Request) -> tuple[Any, ActiveContext, list[ActiveContext] | None]:
+    body, media = await read_json(request, _max_body(request))
+    if not isinstance(body, list):
+        raise BadRequest("a batch operation takes a JSON array")
+    limit = platform_of(request).settings.max_batch_entities
+    if len(body) > limit:
+        raise BadRequest(f"a batch may hold at most {limit} entities, this one has {len(body)}")
+    b = broker_of(request)
+    if media == JSONLD:
+        context_source(request, body, media)
+        contexts = [b.context(e.get("@context")) for e in body]
+        return body, contexts[0] if contexts else b.context(), contexts
+    return body, b.context(context_source(request, body, media)), None
+
+
+@router.post("/entityOperations/create", openapi_extra=body_doc(), summary="Batch create")
+async def batch_create(request: Request, tenant: str | None = TenantHeader) -> Response:
+    body, ctx, contexts = await _batch_body(request)
+    result = broker_of(request).batch_create(tenant, body, ctx, principal_of(request), contexts=contexts)
+    if result.errors:
+        return _batch_response(result, True, request)
+    return json_response(result.success, JSON, None, status=201)
+
+
+@router.post("/entityOperations/upsert", openapi_extra=body_doc(), summary="Batch upsert")
+async def batch_upsert(request: Request, tenant: str | None = TenantHeader, options: str | None = None) -> Response:
+    body, ctx, contexts = await _batch_body(request)
+    opts = flag_set(options)
+    if opts - {"replace", "update"}:
+        raise BadRequest("options for upsert: replace or update")
+    mode = "update" if "update" in opts else "replace"
+    result = broker_of(request).batch_upsert(tenant, body, ctx, principal_of(request), mode=mode,
+                                             contexts=contexts)
+    return _batch_response(result, True, request)
+
+
+@router.post("/entityOperations/update", openapi_extra=body_doc(), summary="Batch update")
+async def batch_update(request: Request, tenant: str | None = TenantHeader, options: str | None = None) -> Response:
+    body, ctx, contexts = await _batch_body(request)
+    result = broker_of(request).batch_update(tenant, body, ctx, principal_of(request),
+                                             no_overwrite="noOverwrite" in flag_set(options), contexts=contexts)
+    return _batch_response(result, False, request)
+
+
+@router.post("/entityOperations/merge", openapi_extra=body_doc(), summary="Batch merge")
+async def batch_merge(request: Request, tenant: str | None = TenantHeader) -> Response:
+    body, ctx, contexts = await _batch_body(request)
+    result = broker_of(request).batch_update(tenant, body, ctx, principal_of(request), merge=True,
+                                             contexts=contexts)
+    return _batch_response(result, False, request)
+
+
+@router.post("/entityOperations/delete", openapi_extra=body_doc(), summary="Batch delete")
+async def batch_delete(request: Request, tenant: str | None = TenantHeader) -> Response:
+    body, _media = await read_json(request, _max_body(request))
+    result = broker_of(request).batch_delete(tenant, body, principal_of(request))
+    return _batch_response(result, False, request)
+
+
+@router.post("/entityOperations/query", openapi_extra=body_doc(), summary="Query entities (POST)")
+async def post_query(request: Request, tenant: str | None = TenantHeader, limit: str | None = None,
+                     offset: str | None = None, count: str | None = None, options: str | None = None,
+                     format: str | None = None) -> Response:
+    media = accepted(request)
+    body, ctx = await _body(request)
+    if not isinstance(body, dict) or body.get("type") != "Query":
+        raise BadRequest("the body must be a Query object: {\"type\": \"Query\", ...}")
+    settings = platform_of(request).settings
+    ents = body.get("entities")
+    ids: list[str] | None = None
+    types: list[frozenset[str]] | None = None
+    pattern = None
+    if ents is not None:
+        if not isinstance(ents, list):
+            raise BadRequest("entities must be an array of {id, idPattern, type}")
+        for sel in ents:
+            if not isinstance(sel, dict):
+                raise BadRequest("each entities member must be an object")
+            if "id" in sel:
+                ids = (ids or []) + [check_uri(sel["id"], "entities[].id")]
+            if "idPattern" in sel:
+                pattern = _pattern(sel["idPattern"])
+            if "type" in sel:
+                types = (types or []) + (_types(sel["type"], ctx) or [])
+    attrs = body.get("attrs")
+    if attrs is not None and (not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs)):
+        raise BadRequest("attrs must be an array of attribute names")
+    geoq = body.get("geoQ")
+    if geoq is not None and not isinstance(geoq, dict):
+        raise BadRequest("geoQ must be an object with georel, geometry and coordinates")
+    query = EntityQuery(
+        ids=ids, id_pattern=pattern, types=types,
+        attrs={ctx.expand(a) for a in attrs} if attrs else None,
+        q=_q(body.get("q"), ctx),
+        geo=_geo(geoq.get("georel"), geoq.get("geometry"), geoq.get("coordinates"), geoq.get("geoproperty"), ctx)
+        if geoq else None,
+        scope=_scope(body.get("scopeQ")),
+        limit=int_param(limit, "limit", settings.default_page_size, 0, settings.max_page_size),
+        offset=int_param(offset, "offset", 0, 0, 10**9),
+        count=bool_param(count, "count"),
+    )
+    renderer = _renderer(ctx, options, format, query.attrs, lang=body.get("lang"))
+    result = broker_of(request).query(tenant, query, principal_of(request))
+    headers = {"NGSILD-Results-Count": str(result.count)} if result.count is not None else {}
+    return json_response([renderer.entity(d) for d in result.docs], media, ctx, headers=headers)
+
+
+# --- discovery ----------------------------------------------------------------------------------------------
+
+
+@router.get("/types", summary="Available entity types")
+def list_types(request: Request, tenant: str | None = TenantHeader, details: str | None = None) -> Response:
+    media = accepted(request, allow_geo=False)
+    ctx = _get_ctx(request)
+    b = broker_of(request)
+    principal = principal_of(request)
+    if bool_param(details, "details"):
+        info = b.type_details(tenant, None, principal)
+        body: Any = [
+            {"id": t, "type": "EntityType", "typeName": ctx.compact(t),
+             "attributeNames": sorted(ctx.compact(a) for a in attrs if a)}
+            for t, attrs in sorted(info.items())
+        ]
+    else:
+        counts = b.type_counts(tenant, principal)
+        body = {"id": f"urn:ngsi-ld:EntityTypeList:{abs(hash(tuple(sorted(counts)))) % 10**12}",
+                "type": "EntityTypeList", "typeList": sorted(ctx.compact(t) for t in counts)}
+    return json_response(body, media, ctx)
+
+
+@router.get("/types/{type_name}", summary="Details of an entity type")
+def type_info(request: Request, type_name: str, tenant: str | None = TenantHeader) -> Response:
+    media = accepted(request, allow_geo=False)
+    ctx = _get_ctx(request)
+    iri = ctx.expand(type_name)
+    info = broker_of(request).type_details(tenant, [iri], principal_of(request)).get(iri)
+    if not info:
+        raise NotFound(f"no entity has type {type_name}")
+    body = {
+        "id": iri, "type": "EntityTypeInfo", "typeName": ctx.compact(iri),
+        "entityCount": info[""]["count"],
+        "attributeDetails": [
+            {"id": a, "type": "Attribute", "attributeName": ctx.compact(a), "attributeTypes": sorted(v["types"])}
+            for a, v in sorted(info.items()) if a
+        ],
+    }
+    return json_response(body, media, ctx)
+
+
+def _attribute_index(request: Request, tenant: str | None) -> dict[str, dict[str, Any]]:
+    info = broker_of(request).type_details(tenant, None, principal_of(request))
+    attrs: dict[str, dict[str, Any]] = {}
+    for etype, per_attr in info.items():
+        for a, v in per_attr.items():
+            if not a:
+                continue
+            slot = attrs.setdefault(a, {"types": set(), "count": 0, "entity_types": set()})
+            slot["types"] |= v["types"]
+            slot["count"] += v["count"]
+            slot["entity_types"].add(etype)
+    return attrs
+
+
+@router.get("/attributes", summary="Available attributes")
+def list_attributes(request: Request, tenant: str | None = TenantHeader, details: str | None = None) -> Response:
+    media = accepted(request, allow_geo=False)
+    ctx = _get_ctx(request)
+    attrs = _attribute_index(request, tenant)
+    if bool_param(details, "details"):
+        body: Any = [
+            {"id": a, "type": "Attribute", "attributeName": ctx.compact(a),
+             "typeNames": sorted(ctx.compact(t) for t in v["entity_types"])}
+            for a, v in sorted(attrs.items())
+        ]
+    else:
+        body = {"id": f"urn:ngsi-ld:AttributeList:{abs(hash(tuple(sorted(attrs)))) % 10**12}",
+                "type": "AttributeList", "attributeList": sorted(ctx.compact(a) for a in attrs)}
+    return json_response(body, media, ctx)
+
+
+@router.get("/attributes/{attr}", summary="Details of an attribute")
+def attribute_info(request: Request, attr: str, tenant: str | None = TenantHeader) -> Response:
+    media = accepted(request, allow_geo=False)
+    ctx = _get_ctx(request)
+    iri = ctx.expand(attr)
+    info = _attribute_index(request, tenant).get(iri)
+    if info is None:
+        raise NotFound(f"no entity has attribute {attr}")
+    body = {"id": iri, "type": "Attribute", "attributeName": ctx.compact(iri), "attributeCount": info["count"],
+            "attributeTypes": sorted(info["types"]),
+            "typeNames": sorted(ctx.compact(t) for t in info["entity_types"])}
+    return json_response(body, media, ctx)
+
+
+# --- parameter parsing --------------------------------------------------------------------------------------
+
+
+def _ids_param(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    ids = [v for v in flag_set(value)]
+    for eid in ids:
+        check_uri(eid, "id")
+    return ids
+
+
+def _pattern(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("idPattern must be a string")
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise BadRequest(f"idPattern is not a valid regular expression: {err}") from err
+    return value
+
+
+def _types(value: Any, ctx: ActiveContext) -> list[frozenset[str]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("type must be a string")
+    try:
+        return parse_type_expr(value, ctx.expand)
+    except TypeExprError as err:
+        raise BadRequest(str(err)) from err
+
+
+def _q(value: Any, ctx: ActiveContext) -> qlang.Node | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("q must be a string")
+    try:
+        return qlang.expand_names(qlang.parse_q(value), ctx.expand)
+    except qlang.QSyntaxError as err:
+        raise BadRequest(f"q: {err}") from err
+
+
+def _scope(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("scopeQ must be a string")
+    try:
+        return scopelang.parse_scope_q(value)
+    except qlang.QSyntaxError as err:
+        raise BadRequest(f"scopeQ: {err}") from err
+
+
+def _geo(georel: Any, geometry: Any, coordinates: Any, geoproperty: Any, ctx: ActiveContext) -> Any:
+    if georel is None and geometry is None and coordinates is None:
+        return None
+    try:
+        gq = geo_mod.parse_geo_query(georel, geometry, coordinates, geoproperty)
+    except ValueError as err:
+        raise BadRequest(str(err)) from err
+    prop = ctx.expand(geoproperty) if geoproperty else LOCATION
+    if gq.geoproperty != prop:
+        import dataclasses
+
+        gq = dataclasses.replace(gq, geoproperty=prop)
+    return gq

@@ -1,0 +1,400 @@
+"""NGSI-LD entities: validation of incoming payloads into the stored form, and rendering them back.
+
+Stored form (the ``doc`` column): attribute names and types are expanded IRIs, core members stay short::
+
+    {"id": "urn:ngsi-ld:Tank:1", "type": ["https://…#Tank"], "scope": ["/public"],
+     "createdAt": "…Z", "modifiedAt": "…Z",
+     "attrs": {"https://…#level": [{"type": "Property", "value": 42, "observedAt": "…Z",
+                                    "createdAt": "…Z", "modifiedAt": "…Z",
+                                    "https://…#accuracy": {"type": "Property", "value": 0.9}}]}}
+
+Each attribute is a list of instances (several only for multi-attributes, told apart by ``datasetId``);
+sub-properties are extra keys of an instance, stored with expanded names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from society5.broker.jsonld import ActiveContext, is_absolute_iri
+from society5.core.errors import BadRequest
+from society5.core.timeutil import parse_iso
+
+NGSI_NULL = "urn:ngsi-ld:null"
+LOCATION = "https://uri.etsi.org/ngsi-ld/location"
+GEO_ATTRS = {
+    "location": LOCATION,
+    "observationSpace": "https://uri.etsi.org/ngsi-ld/observationSpace",
+    "operationSpace": "https://uri.etsi.org/ngsi-ld/operationSpace",
+}
+# Attribute type → the member that carries its value.
+VALUE_MEMBER = {
+    "Property": "value",
+    "GeoProperty": "value",
+    "Relationship": "object",
+    "LanguageProperty": "languageMap",
+    "ListProperty": "valueList",
+    "ListRelationship": "objectList",
+    "VocabProperty": "vocab",
+    "JsonProperty": "json",
+}
+MEMBER_TYPE = {
+    "value": "Property",
+    "object": "Relationship",
+    "languageMap": "LanguageProperty",
+    "valueList": "ListProperty",
+    "objectList": "ListRelationship",
+    "vocab": "VocabProperty",
+    "json": "JsonProperty",
+}
+INSTANCE_META = ("datasetId", "observedAt", "unitCode", "createdAt", "modifiedAt", "deletedAt", "lang")
+RESERVED = {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt", "@id", "@type"}
+GEOJSON_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
+                 "GeometryCollection"}
+_BAD_NAME_CHARS = re.compile(r"[<>\"'=;()\s\\{}|^`]")
+_SCOPE_RE = re.compile(r"^/[^/\s#+]+(/[^/\s#+]+)*$")
+_DATETIME_TYPES = ("DateTime", "Date", "Time")
+
+
+def check_uri(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{what} must be a URI string")
+    if not is_absolute_iri(value) or any(c.isspace() for c in value) or any(c in value for c in '<>"'):
+        raise BadRequest(f"{what} {value!r} is not a valid URI (expected e.g. urn:ngsi-ld:Type:id)")
+    return value
+
+
+def check_attr_name(name: str) -> None:
+    if not name or _BAD_NAME_CHARS.search(name):
+        raise BadRequest(f"attribute name {name!r} contains characters that are not allowed")
+
+
+def check_datetime(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be an ISO 8601 date-time string")
+    try:
+        parse_iso(value)
+    except ValueError as err:
+        raise BadRequest(f"{what} {value!r} is not an ISO 8601 date-time") from err
+    return value
+
+
+def parse_types(value: Any, ctx: ActiveContext, what: str = "type") -> list[str]:
+    names = value if isinstance(value, list) else [value]
+    if not names:
+        raise BadRequest(f"{what} must not be empty")
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not name or _BAD_NAME_CHARS.search(name):
+            raise BadRequest(f"{what} {name!r} is not a valid entity type name")
+        iri = ctx.expand(name)
+        if iri not in out:
+            out.append(iri)
+    return out
+
+
+def parse_scopes(value: Any) -> list[str]:
+    scopes = value if isinstance(value, list) else [value]
+    for scope in scopes:
+        if not isinstance(scope, str) or not _SCOPE_RE.match(scope):
+            raise BadRequest(f"scope {scope!r} is not valid: use a path such as /Hokkaido/Sapporo or /public")
+    return list(dict.fromkeys(scopes))
+
+
+class EntityParser:
+    """Validates one payload into the stored form. ``now`` stamps createdAt/modifiedAt."""
+
+    def __init__(self, ctx: ActiveContext, now: str):
+        self.ctx = ctx
+        self.now = now
+
+    def entity(self, payload: Any, *, need_id: bool = True, need_type: bool = True) -> dict[str, Any]:
+        if not isinstance(payload, dict):
+            raise BadRequest("an entity must be a JSON object")
+        doc: dict[str, Any] = {}
+        if need_id or "id" in payload or "@id" in payload:
+            doc["id"] = check_uri(payload.get("id", payload.get("@id")), "id")
+        raw_type = payload.get("type", payload.get("@type"))
+        if raw_type is None:
+            if need_type:
+                raise BadRequest("type is missing: every entity needs a type")
+        else:
+            doc["type"] = parse_types(raw_type, self.ctx)
+        if "scope" in payload:
+            doc["scope"] = parse_scopes(payload["scope"])
+        doc["attrs"] = self.attributes(payload)
+        return doc
+
+    def attributes(self, payload: dict[str, Any], *, allow_null: bool = False) -> dict[str, list[dict[str, Any]]]:
+        attrs: dict[str, list[dict[str, Any]]] = {}
+        for name, raw in payload.items():
+            if name in RESERVED:
+                continue
+            check_attr_name(name)
+            iri = self.ctx.expand(name)
+            attrs[iri] = self.attribute(name, raw, allow_null=allow_null)
+        return attrs
+
+    def attribute(self, name: str, raw: Any, *, allow_null: bool = False) -> list[dict[str, Any]]:
+        """All instances of one attribute (a list in the payload means a multi-attribute)."""
+        if isinstance(raw, list) and raw and all(isinstance(x, dict) and _looks_like_instance(x) for x in raw):
+            instances = [self.instance(name, x, allow_null=allow_null) for x in raw]
+            seen: set[str | None] = set()
+            for inst in instances:
+                ds = inst.get("datasetId")
+                if ds in seen:
+                    raise BadRequest(f"attribute {name!r}: two instances have the same datasetId {ds!r}")
+                seen.add(ds)
+            return instances
+        return [self.instance(name, raw, allow_null=allow_null)]
+
+    def instance(self, name: str, raw: Any, *, allow_null: bool = False, sub: bool = False) -> dict[str, Any]:
+        geo = name in GEO_ATTRS or self.ctx.expand(name) in GEO_ATTRS.values()
+        if raw is None or raw == NGSI_NULL:
+            if allow_null:
+                return {"type": "Property", "value": NGSI_NULL}
+            raise BadRequest(f"attribute {name!r} has no value (null is only allowed to delete in an update)")
+        if not isinstance(raw, dict):
+            return self._finish(name, {"type": "GeoProperty" if geo else "Property", "value": raw}, allow_null)
+        if raw.get("type") in GEOJSON_TYPES and "coordinates" in raw or raw.get("type") == "GeometryCollection":
+            return self._finish(name, {"type": "GeoProperty", "value": raw}, allow_null)
+        kind = raw.get("type")
+        if kind is None:
+            members = [m for m in MEMBER_TYPE if m in raw]
+            if not members:
+                if "@type" in raw and "@value" in raw:
+                    return self._finish(name, {"type": "Property", "value": raw}, allow_null)
+                # a JSON object with no NGSI-LD member is a compound value (keyValues / concise form)
+                return self._finish(name, {"type": "GeoProperty" if geo else "Property", "value": raw}, allow_null)
+            kind = MEMBER_TYPE[members[0]]
+            if kind == "Property" and geo:
+                kind = "GeoProperty"
+        if kind not in VALUE_MEMBER:
+            raise BadRequest(
+                f"attribute {name!r}: type {kind!r} is not an NGSI-LD attribute type "
+                f"({', '.join(VALUE_MEMBER)})"
+            )
+        member = VALUE_MEMBER[kind]
+        if member not in raw:
+            raise BadRequest(f"attribute {name!r}: a {kind} needs a '{member}' member")
+        inst: dict[str, Any] = {"type": kind, member: raw[member]}
+        for key, val in raw.items():
+            if key in ("type", member, "createdAt", "modifiedAt", "@context"):
+                continue
+            if key in ("value", "object", "languageMap", "valueList", "objectList", "vocab", "json"):
+                raise BadRequest(f"attribute {name!r}: a {kind} cannot have a '{key}' member")
+            if key == "datasetId":
+                inst[key] = check_uri(val, f"attribute {name!r}: datasetId")
+            elif key == "observedAt":
+                inst[key] = check_datetime(val, f"attribute {name!r}: observedAt")
+            elif key == "unitCode":
+                if not isinstance(val, str):
+                    raise BadRequest(f"attribute {name!r}: unitCode must be a string")
+                inst[key] = val
+            elif key == "lang":
+                inst[key] = val
+            else:
+                if sub and key == name:
+                    continue
+                check_attr_name(key)
+                inst[self.ctx.expand(key)] = self.instance(key, val, allow_null=allow_null, sub=True)
+        return self._finish(name, inst, allow_null)
+
+    def _finish(self, name: str, inst: dict[str, Any], allow_null: bool) -> dict[str, Any]:
+        kind = inst["type"]
+        member = VALUE_MEMBER[kind]
+        value = inst[member]
+        if value is None or value == NGSI_NULL:
+            if not allow_null:
+                raise BadRequest(f"attribute {name!r}: {member} must not be null")
+            inst[member] = NGSI_NULL
+        elif kind == "GeoProperty":
+            from society5.broker import geo
+
+            try:
+                inst["value"] = geo.validate_geometry(value)
+            except ValueError as err:
+                raise BadRequest(f"attribute {name!r}: {err}") from err
+        elif kind == "Relationship":
+            objs = value if isinstance(value, list) else [value]
+            for obj in objs:
+                check_uri(obj if not isinstance(obj, dict) else obj.get("object"), f"attribute {name!r}: object")
+        elif kind == "LanguageProperty":
+            if not isinstance(value, dict) or not all(isinstance(v, str | list) for v in value.values()):
+                raise BadRequest(f"attribute {name!r}: languageMap must map language tags to strings")
+        elif kind in ("ListProperty", "ListRelationship"):
+            if not isinstance(value, list):
+                raise BadRequest(f"attribute {name!r}: {member} must be a JSON array")
+        elif kind == "VocabProperty":
+            vals = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) for v in vals):
+                raise BadRequest(f"attribute {name!r}: vocab must be a string or strings")
+            expanded = [self.ctx.expand(v) for v in vals]
+            inst["vocab"] = expanded if isinstance(value, list) else expanded[0]
+        elif kind == "Property" and isinstance(value, dict) and value.get("@type") in _DATETIME_TYPES:
+            check_datetime(value.get("@value"), f"attribute {name!r}: @value")
+        if kind == "Property" and isinstance(value, str) and "\x00" in value:
+            raise BadRequest(f"attribute {name!r}: value contains a NUL character")
+        inst.setdefault("createdAt", self.now)
+        inst["modifiedAt"] = self.now
+        return inst
+
+
+def _looks_like_instance(obj: dict[str, Any]) -> bool:
+    kind = obj.get("type")
+    if kind in VALUE_MEMBER:
+        return True
+    return any(m in obj for m in MEMBER_TYPE) or "datasetId" in obj
+
+
+def instance_key(inst: dict[str, Any]) -> str | None:
+    return inst.get("datasetId")
+
+
+def stamp_created(inst: dict[str, Any], created: str) -> None:
+    inst["createdAt"] = created
+
+
+def has_null(inst: dict[str, Any]) -> bool:
+    return inst.get(VALUE_MEMBER.get(inst.get("type", "Property"), "value")) == NGSI_NULL
+
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
+
+class Renderer:
+    """Turns stored documents into the representation a client asked for."""
+
+    def __init__(
+        self,
+        ctx: ActiveContext,
+        *,
+        fmt: str = "normalized",
+        sys_attrs: bool = False,
+        attrs: Iterable[str] | None = None,
+        pick: set[str] | None = None,
+        omit: set[str] | None = None,
+        lang: str | None = None,
+        datasets: set[str] | None = None,
+    ):
+        self.ctx = ctx
+        self.fmt = fmt
+        self.sys_attrs = sys_attrs
+        self.attrs = set(attrs) if attrs is not None else None
+        self.pick = pick
+        self.omit = omit
+        self.lang = lang
+        self.datasets = datasets
+
+    def entity(self, doc: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": doc["id"]}
+        types = [self.ctx.compact(t) for t in doc.get("type", [])]
+        out["type"] = types[0] if len(types) == 1 else types
+        if doc.get("scope"):
+            out["scope"] = doc["scope"][0] if len(doc["scope"]) == 1 else list(doc["scope"])
+        if self.sys_attrs and self.fmt != "keyValues":
+            out["createdAt"] = doc.get("createdAt")
+            out["modifiedAt"] = doc.get("modifiedAt")
+        for iri, instances in doc.get("attrs", {}).items():
+            if self.attrs is not None and iri not in self.attrs:
+                continue
+            name = self.ctx.compact(iri)
+            if self.datasets is not None:
+                instances = [i for i in instances if _dataset_matches(i, self.datasets)]
+                if not instances:
+                    continue
+            rendered = [self.instance(i) for i in instances]
+            if self.fmt == "keyValues":
+                out[name] = rendered[0] if len(rendered) == 1 else rendered
+            else:
+                out[name] = rendered[0] if len(rendered) == 1 else rendered
+        if self.pick is not None:
+            out = {k: v for k, v in out.items() if k in self.pick}
+        if self.omit is not None:
+            out = {k: v for k, v in out.items() if k not in self.omit}
+        return out
+
+    def instance(self, inst: dict[str, Any]) -> Any:
+        kind = inst.get("type", "Property")
+        member = VALUE_MEMBER.get(kind, "value")
+        value = inst.get(member)
+        if kind == "VocabProperty":
+            value = [self.ctx.compact(v) for v in value] if isinstance(value, list) else self.ctx.compact(value)
+        if kind == "LanguageProperty" and self.lang is not None:
+            picked, tag = _pick_language(value, self.lang)
+            if self.fmt == "keyValues":
+                return picked
+            out: dict[str, Any] = {"type": "Property", "value": picked, "lang": tag}
+            self._members(inst, out, skip=member)
+            return out
+        if self.fmt == "keyValues":
+            if kind == "LanguageProperty":
+                return {"languageMap": value}
+            if kind == "VocabProperty":
+                return {"vocab": value}
+            if kind == "ListRelationship":
+                return {"objectList": value}
+            if kind == "JsonProperty":
+                return {"json": value}
+            return value
+        out = {"type": kind, member: value}
+        if self.fmt == "concise":
+            del out["type"]
+            if kind == "Relationship" or kind == "LanguageProperty":
+                pass
+            self._members(inst, out, skip=member)
+            if set(out) == {"value"} and kind in ("Property", "GeoProperty") and not isinstance(value, dict):
+                return value
+            if set(out) == {"value"} and kind == "GeoProperty":
+                return value
+            return out
+        self._members(inst, out, skip=member)
+        return out
+
+    def _members(self, inst: dict[str, Any], out: dict[str, Any], skip: str) -> None:
+        for key, val in inst.items():
+            if key in ("type", skip):
+                continue
+            if key in ("createdAt", "modifiedAt", "deletedAt"):
+                if self.sys_attrs:
+                    out[key] = val
+            elif key in INSTANCE_META:
+                out[key] = val
+            elif isinstance(val, dict):
+                out[self.ctx.compact(key)] = self.instance(val)
+
+
+def _dataset_matches(inst: dict[str, Any], datasets: set[str]) -> bool:
+    ds = inst.get("datasetId")
+    if ds is None:
+        return "@none" in datasets
+    return ds in datasets
+
+
+def _pick_language(lmap: dict[str, Any], wanted: str) -> tuple[Any, str]:
+    """Best match of a LanguageProperty for a ``lang`` parameter (``ja``, ``en,ja;q=0.8``, ``*``)."""
+    prefs: list[tuple[float, str]] = []
+    for part in wanted.split(","):
+        tag, _, q = part.strip().partition(";q=")
+        try:
+            weight = float(q) if q else 1.0
+        except ValueError:
+            weight = 0.0
+        if tag:
+            prefs.append((weight, tag))
+    prefs.sort(key=lambda p: -p[0])
+    for _, tag in prefs:
+        if tag == "*" and lmap:
+            first = next(iter(lmap))
+            return lmap[first], first
+        if tag in lmap:
+            return lmap[tag], tag
+        for key in lmap:
+            if key.split("-")[0] == tag.split("-")[0]:
+                return lmap[key], key
+    if "@none" in lmap:
+        return lmap["@none"], "@none"
+    first = next(iter(lmap), None)
+    return (lmap[first], first) if first is not None else ("", "")

@@ -1,0 +1,64 @@
+"""The broker as a service of the platform (same contract as every regional service)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+
+from society5.broker import api, contexts_api
+from society5.broker.core import Broker
+from society5.broker.jsonld import ContextStore
+from society5.broker.tables import contexts as contexts_table
+from society5.core.platform import Platform
+from society5.core.service import Service
+from society5.core.timeutil import now_iso
+
+log = logging.getLogger(__name__)
+
+
+def start(platform: Platform) -> Broker:
+    settings = platform.settings
+    engine = platform.engine
+
+    def persist(url: str, kind: str, body: Any) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(contexts_table).where(contexts_table.c.url == url))
+            conn.execute(contexts_table.insert().values(url=url, kind=kind, body=body, created_at=now_iso(), uses=0))
+
+    store = ContextStore(fetch_hosts=settings.context_fetch_hosts, fetch_timeout_s=settings.context_fetch_timeout_s,
+                         persist=persist)
+    if settings.preload_contexts is not None:
+        count = store.preload_dir(settings.preload_contexts)
+        log.info("preloaded %d JSON-LD contexts from %s", count, settings.preload_contexts)
+    with engine.connect() as conn:
+        for row in conn.execute(sa.select(contexts_table.c.url, contexts_table.c.kind, contexts_table.c.body)):
+            try:
+                store.add(row.url, row.body, kind=row.kind)
+            except Exception:
+                log.warning("stored @context %s is not valid; skipped", row.url)
+    broker = Broker(engine, store, platform.tenants)
+    platform.parts["broker"] = broker
+    return broker
+
+
+def _routers() -> Any:
+    from fastapi import APIRouter
+
+    combined = APIRouter()
+    combined.include_router(api.router)
+    combined.include_router(contexts_api.router)
+    return combined
+
+
+service = Service(
+    name="broker",
+    title="データ連携基盤 (NGSI-LD)",
+    title_en="Data-linkage platform (NGSI-LD context broker)",
+    description="センサー・施設・車両などの状態を NGSI-LD で共有します。",
+    router=_routers(),
+    mount="",
+    on_startup=start,
+    listed=True,
+)

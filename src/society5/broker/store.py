@@ -1,0 +1,299 @@
+"""SQL storage of entities (SQLAlchemy Core, the same code on SQLite and PostgreSQL).
+
+One row per entity holds the whole document as JSON; a type table and a spatial index (an R*Tree on SQLite,
+a GiST index over built-in boxes on PostgreSQL) make type and geo filters index lookups, and ``q`` filters are
+compiled into SQL JSON expressions. Whatever SQL cannot decide exactly (the exact geometry test, rare ``q``
+forms) is checked in Python on the candidates, before counting and paging.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from society5.broker import geo as geo_mod
+from society5.broker.query import q as qlang
+from society5.broker.query import scope as scopelang
+from society5.broker.tables import entities, entity_types, geo
+
+PUBLIC_SCOPE = "/public"
+
+
+def is_public(doc: dict[str, Any]) -> bool:
+    return any(s == PUBLIC_SCOPE or s.startswith(PUBLIC_SCOPE + "/") for s in doc.get("scope") or ())
+
+
+def geo_boxes(doc: dict[str, Any]) -> list[tuple[str, tuple[float, float, float, float]]]:
+    boxes = []
+    for iri, instances in doc.get("attrs", {}).items():
+        for inst in instances:
+            if inst.get("type") == "GeoProperty" and isinstance(inst.get("value"), dict):
+                boxes.append((iri, geo_mod.geometry_bbox(inst["value"])))
+    return boxes
+
+
+@dataclass
+class EntityQuery:
+    """What a query asks for; names are already expanded IRIs."""
+
+    types: list[frozenset[str]] | None = None
+    ids: list[str] | None = None
+    id_pattern: str | None = None
+    q: qlang.Node | None = None
+    geo: geo_mod.GeoQuery | None = None
+    scope: Any = None
+    attrs: set[str] | None = None
+    limit: int = 20
+    offset: int = 0
+    count: bool = False
+    public_only: bool = False
+
+
+@dataclass
+class QueryResult:
+    docs: list[dict[str, Any]]
+    count: int | None
+
+
+class EntityStore:
+    def __init__(self, dialect: str):
+        self.dialect = dialect
+        self.sqlite = dialect == "sqlite"
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    def get(self, conn: Connection, tenant: str, entity_id: str) -> dict[str, Any] | None:
+        row = conn.execute(
+            sa.select(entities.c.doc).where(entities.c.tenant == tenant, entities.c.id == entity_id)
+        ).first()
+        return row[0] if row else None
+
+    def get_many(self, conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            rows = conn.execute(
+                sa.select(entities.c.id, entities.c.doc).where(
+                    entities.c.tenant == tenant, entities.c.id.in_(chunk)
+                )
+            )
+            found.update({r[0]: r[1] for r in rows})
+        return found
+
+    # -- writes --------------------------------------------------------------------------------------------
+    def insert_many(self, conn: Connection, tenant: str, docs: Sequence[dict[str, Any]]) -> None:
+        if not docs:
+            return
+        conn.execute(
+            entities.insert(),
+            [
+                {"tenant": tenant, "id": d["id"], "doc": d, "public": is_public(d),
+                 "created_at": d["createdAt"], "modified_at": d["modifiedAt"]}
+                for d in docs
+            ],
+        )
+        conn.execute(
+            entity_types.insert(),
+            [{"tenant": tenant, "type": t, "entity_id": d["id"]} for d in docs for t in d["type"]],
+        )
+        for d in docs:
+            self._insert_geo(conn, tenant, d["id"], geo_boxes(d))
+
+    def update_many(
+        self, conn: Connection, tenant: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> None:
+        """Write new documents over existing ones; ``pairs`` is (old, new)."""
+        if not pairs:
+            return
+        conn.execute(
+            entities.update()
+            .where(entities.c.tenant == sa.bindparam("b_tenant"), entities.c.id == sa.bindparam("b_id"))
+            .values(doc=sa.bindparam("doc"), public=sa.bindparam("public"),
+                    modified_at=sa.bindparam("modified_at")),
+            [
+                {"b_tenant": tenant, "b_id": new["id"], "doc": new, "public": is_public(new),
+                 "modified_at": new["modifiedAt"]}
+                for _, new in pairs
+            ],
+        )
+        for old, new in pairs:
+            if old["type"] != new["type"]:
+                conn.execute(
+                    entity_types.delete().where(
+                        entity_types.c.tenant == tenant, entity_types.c.entity_id == new["id"]
+                    )
+                )
+                conn.execute(
+                    entity_types.insert(),
+                    [{"tenant": tenant, "type": t, "entity_id": new["id"]} for t in new["type"]],
+                )
+            old_boxes, new_boxes = geo_boxes(old), geo_boxes(new)
+            if old_boxes != new_boxes:
+                self._delete_geo(conn, tenant, [new["id"]])
+                self._insert_geo(conn, tenant, new["id"], new_boxes)
+
+    def delete_many(self, conn: Connection, tenant: str, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            conn.execute(entities.delete().where(entities.c.tenant == tenant, entities.c.id.in_(chunk)))
+            conn.execute(
+                entity_types.delete().where(entity_types.c.tenant == tenant, entity_types.c.entity_id.in_(chunk))
+            )
+            self._delete_geo(conn, tenant, chunk)
+
+    def _insert_geo(
+        self, conn: Connection, tenant: str, entity_id: str,
+        boxes: Iterable[tuple[str, tuple[float, float, float, float]]],
+    ) -> None:
+        for attr, (minx, miny, maxx, maxy) in boxes:
+            gid = conn.execute(
+                geo.insert()
+                .values(tenant=tenant, entity_id=entity_id, attr=attr, minx=minx, miny=miny, maxx=maxx, maxy=maxy)
+                .returning(geo.c.gid)
+            ).scalar_one()
+            if self.sqlite:
+                conn.execute(
+                    sa.text("INSERT INTO broker_geo_rtree (gid, minx, maxx, miny, maxy) VALUES (:g,:a,:b,:c,:d)"),
+                    {"g": gid, "a": minx, "b": maxx, "c": miny, "d": maxy},
+                )
+
+    def _delete_geo(self, conn: Connection, tenant: str, ids: Sequence[str]) -> None:
+        where = sa.and_(geo.c.tenant == tenant, geo.c.entity_id.in_(list(ids)))
+        if self.sqlite:
+            gids = [r[0] for r in conn.execute(sa.select(geo.c.gid).where(where))]
+            if not gids:
+                return
+            conn.execute(
+                sa.text("DELETE FROM broker_geo_rtree WHERE gid IN :gids").bindparams(
+                    sa.bindparam("gids", expanding=True)
+                ),
+                {"gids": gids},
+            )
+        conn.execute(geo.delete().where(where))
+
+    # -- queries -------------------------------------------------------------------------------------------
+    def query(self, conn: Connection, tenant: str, query: EntityQuery) -> QueryResult:
+        where, exact = self._where(tenant, query)
+        base = sa.select(entities.c.doc).where(*where).order_by(entities.c.id)
+        if exact:
+            rows = conn.execute(base.limit(query.limit).offset(query.offset)) if query.limit > 0 else []
+            docs = [r[0] for r in rows]
+            count = None
+            if query.count:
+                count = conn.execute(sa.select(sa.func.count()).select_from(entities).where(*where)).scalar_one()
+            return QueryResult(docs, count)
+        matching = [r[0] for r in conn.execute(base) if self._post_filter(r[0], query)]
+        page = matching[query.offset : query.offset + query.limit] if query.limit > 0 else []
+        return QueryResult(page, len(matching) if query.count else None)
+
+    def _post_filter(self, doc: dict[str, Any], query: EntityQuery) -> bool:
+        if query.q is not None and not qlang.evaluate(query.q, doc):
+            return False
+        if query.geo is not None:
+            gq = query.geo
+            for inst in doc.get("attrs", {}).get(gq.geoproperty, ()):
+                if inst.get("type") == "GeoProperty" and gq.matches(inst["value"]):
+                    return True
+            return False
+        return True
+
+    def _where(self, tenant: str, query: EntityQuery) -> tuple[list[Any], bool]:
+        c = entities.c
+        where: list[Any] = [c.tenant == tenant]
+        exact = True
+        if query.public_only:
+            where.append(c.public.is_(True))
+        if query.ids:
+            where.append(c.id.in_(query.ids))
+        if query.id_pattern:
+            where.append(c.id.regexp_match(query.id_pattern))
+        if query.types:
+            where.append(self._types_sql(tenant, query.types))
+        if query.attrs:
+            where.append(sa.or_(*[self._has_attr(a) for a in sorted(query.attrs)]))
+        if query.q is not None:
+            expr, q_exact = qlang.to_sql(query.q, c.doc, self.dialect)
+            where.append(expr)
+            exact = exact and q_exact
+        if query.scope is not None:
+            expr, s_exact = scopelang.to_sql(query.scope, c.doc, self.dialect)
+            where.append(expr)
+            exact = exact and s_exact
+        if query.geo is not None:
+            exact = False
+            box = query.geo.bbox()
+            if box is not None:
+                where.append(c.id.in_(self._geo_candidates(tenant, query.geo.geoproperty, box)))
+            else:
+                where.append(c.id.in_(sa.select(geo.c.entity_id).where(
+                    geo.c.tenant == tenant, geo.c.attr == query.geo.geoproperty)))
+        return where, exact
+
+    def _types_sql(self, tenant: str, dnf: list[frozenset[str]]) -> Any:
+        t = entity_types.c
+
+        def having(name: str) -> Any:
+            return entities.c.id.in_(sa.select(t.entity_id).where(t.tenant == tenant, t.type == name))
+
+        singles = [next(iter(alt)) for alt in dnf if len(alt) == 1]
+        parts: list[Any] = []
+        if singles:
+            parts.append(
+                entities.c.id.in_(sa.select(t.entity_id).where(t.tenant == tenant, t.type.in_(sorted(singles))))
+            )
+        for alt in dnf:
+            if len(alt) > 1:
+                parts.append(sa.and_(*[having(name) for name in sorted(alt)]))
+        return parts[0] if len(parts) == 1 else sa.or_(*parts)
+
+    def _has_attr(self, iri: str) -> Any:
+        if self.sqlite:
+            return sa.func.json_type(entities.c.doc, _json_path(iri)).is_not(None)
+        attrs = entities.c.doc.op("->", return_type=entities.c.doc.type)(sa.literal("attrs"))
+        return sa.func.jsonb_exists(attrs, sa.literal(iri), type_=sa.Boolean)
+
+    def _geo_candidates(self, tenant: str, attr: str, box: tuple[float, float, float, float]) -> Any:
+        minx, miny, maxx, maxy = box
+        if self.sqlite:
+            return sa.text(
+                "SELECT g.entity_id FROM broker_geo_rtree r JOIN broker_geo g ON g.gid = r.gid "
+                "WHERE r.minx <= :gmaxx AND r.maxx >= :gminx AND r.miny <= :gmaxy AND r.maxy >= :gminy "
+                "AND g.tenant = :gtenant AND g.attr = :gattr"
+            ).bindparams(gminx=minx, gminy=miny, gmaxx=maxx, gmaxy=maxy, gtenant=tenant, gattr=attr)
+        return sa.text(
+            "SELECT g.entity_id FROM broker_geo g WHERE box(point(g.minx, g.miny), point(g.maxx, g.maxy)) "
+            "&& box(point(:gminx, :gminy), point(:gmaxx, :gmaxy)) AND g.tenant = :gtenant AND g.attr = :gattr"
+        ).bindparams(gminx=minx, gminy=miny, gmaxx=maxx, gmaxy=maxy, gtenant=tenant, gattr=attr)
+
+    # -- discovery -----------------------------------------------------------------------------------------
+    def type_counts(self, conn: Connection, tenant: str, public_only: bool) -> dict[str, int]:
+        t = entity_types.c
+        stmt = sa.select(t.type, sa.func.count()).where(t.tenant == tenant).group_by(t.type)
+        if public_only:
+            stmt = stmt.where(t.entity_id.in_(
+                sa.select(entities.c.id).where(entities.c.tenant == tenant, entities.c.public.is_(True))))
+        return {r[0]: r[1] for r in conn.execute(stmt)}
+
+    def iter_docs(
+        self, conn: Connection, tenant: str, public_only: bool, types: Iterable[str] | None = None
+    ) -> Iterable[dict[str, Any]]:
+        stmt = sa.select(entities.c.doc).where(entities.c.tenant == tenant)
+        if public_only:
+            stmt = stmt.where(entities.c.public.is_(True))
+        if types is not None:
+            stmt = stmt.where(self._types_sql(tenant, [frozenset([t]) for t in types]))
+        for row in conn.execute(stmt.execution_options(yield_per=500)):
+            yield row[0]
+
+
+_SAFE_IRI = re.compile(r'^[^"\\]*$')
+
+
+def _json_path(iri: str) -> str:
+    if not _SAFE_IRI.match(iri):
+        raise ValueError("attribute IRI contains a quote")
+    return f'$.attrs."{iri}"'

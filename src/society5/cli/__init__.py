@@ -1,0 +1,1 @@
+"""The ``society5`` command."""

@@ -1,0 +1,1 @@
+"""Core of the platform: settings, errors, database, auth and tenancy, the service contract."""

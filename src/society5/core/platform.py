@@ -1,0 +1,34 @@
+"""The running platform: settings, database and stores, built once per app (never at import time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from society5.core.auth import KeyStore, TenantStore, UserStore
+from society5.core.db import make_engine, upgrade
+from society5.core.settings import Settings
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    engine: Engine
+    keys: KeyStore
+    users: UserStore
+    tenants: TenantStore
+    # Components of higher layers (the broker, services' state) registered by name at start-up.
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, settings: Settings, migrate: bool = True) -> Platform:
+        engine = make_engine(settings)
+        if migrate:
+            upgrade(engine)
+        return cls(settings=settings, engine=engine, keys=KeyStore(engine), users=UserStore(engine),
+                   tenants=TenantStore(engine))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,60 @@
+"""Settings read from the environment (prefix ``SOCIETY5_``); nothing is built at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE = "sqlite:///./var/society5.db"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. Embedded defaults: SQLite under ./var, in-process jobs."""
+
+    model_config = SettingsConfigDict(env_prefix="SOCIETY5_", env_file=None, extra="ignore")
+
+    database_url: str = DEFAULT_SQLITE
+    auth: Literal["on", "off"] = "on"
+    demo: bool = False
+    secret_key: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    base_url: str = ""
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_batch_entities: int = Field(default=10_000, ge=1)
+    max_page_size: int = Field(default=1000, ge=1)
+    default_page_size: int = Field(default=20, ge=1)
+    # A directory holding index.json ({url: file}) of JSON-LD contexts to preload into the local cache.
+    preload_contexts: Path | None = None
+    # Remote @context URLs may be fetched only from these hosts (the default: none, offline-safe).
+    context_fetch_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    context_fetch_timeout_s: float = 3.0
+    log_level: str = "INFO"
+    session_hours: int = 12
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str) -> str:
+        # Operators paste libpq-style URLs; SQLAlchemy needs the driver named.
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value[len("postgres://") :]
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value[len("postgresql://") :]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def effective_secret(self) -> str:
+        """The signing secret; demo and auth-off runs get a fixed one, production must set it."""
+        if self.secret_key:
+            return self.secret_key
+        if self.demo or self.auth == "off":
+            return "society5-demo-secret-not-for-production"
+        from society5.core.errors import ConfigError
+
+        raise ConfigError("SOCIETY5_SECRET_KEY must be set (a long random string) unless demo mode is on")

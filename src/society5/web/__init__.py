@@ -1,0 +1,1 @@
+"""The web adapter: the FastAPI app factory, page shell, templates, static files, i18n."""

@@ -1,0 +1,140 @@
+"""``create_app(settings, services=[...])``: the ASGI app is exactly the services it is given."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from society5 import __version__
+from society5.core.errors import ApiError, ConfigError
+from society5.core.platform import Platform
+from society5.core.service import Service, by_name, discover
+from society5.core.settings import Settings
+
+log = logging.getLogger(__name__)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_auth_off(settings: Settings, host: str) -> None:
+    """``SOCIETY5_AUTH=off`` is for local experiments only: refuse it on anything but loopback."""
+    if settings.auth == "off" and host not in LOOPBACK and not host.startswith("127."):
+        raise ConfigError(f"SOCIETY5_AUTH=off is only allowed when the server binds to loopback, not {host}")
+
+
+def _ordered(services: Sequence[Service]) -> list[Service]:
+    # The broker starts first: every other service keeps its data in it.
+    return sorted(services, key=lambda s: (s.name != "broker", s.name != "web"))
+
+
+def create_app(settings: Settings | None = None, services: Sequence[Service] | None = None,
+               platform: Platform | None = None) -> FastAPI:
+    settings = settings or Settings()
+    services = _ordered(list(services) if services is not None else discover())
+    by_name(services)
+    plat = platform or Platform.open(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        runner = None
+        jobs = [job for svc in services for job in svc.jobs]
+        if jobs:
+            from society5.core.jobs import JobRunner
+
+            runner = JobRunner(plat, jobs)
+            runner.start()
+        try:
+            yield
+        finally:
+            if runner is not None:
+                runner.stop()
+            for svc in services:
+                if svc.on_shutdown is not None:
+                    svc.on_shutdown(plat)
+
+    app = FastAPI(
+        title="society5",
+        version=__version__,
+        description="北海道 Society 5.0 データ連携基盤 — Hokkaido Society 5.0 platform (NGSI-LD, open data, services)",
+        lifespan=lifespan,
+        default_response_class=_OrjsonResponse,
+    )
+    app.state.platform = plat
+    app.state.services = services
+    for svc in services:
+        if svc.on_startup is not None:
+            svc.on_startup(plat)
+    for svc in services:
+        if svc.router is not None:
+            prefix = f"/{svc.name}" if svc.mount is None else svc.mount
+            app.include_router(svc.router, prefix=prefix)
+        if svc.pages is not None:
+            app.include_router(svc.pages)
+    _install_error_handlers(app)
+
+    @app.get("/healthz", tags=["platform"], summary="Liveness (also the no-op baseline of benchmarks)")
+    def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return app
+
+
+class _OrjsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _wants_problem(request: Request) -> bool:
+    return request.url.path.startswith("/ngsi-ld/")
+
+
+def _error_response(request: Request, err: ApiError) -> Response:
+    if _wants_problem(request):
+        return Response(orjson.dumps(err.problem()), status_code=err.status, media_type="application/json")
+    body = {"error": {"code": err.code, "title": err.title, "detail": err.detail, "status": err.status}}
+    return Response(orjson.dumps(body), status_code=err.status, media_type="application/json")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    from society5.core.errors import BadRequest, InvalidRequest, NotFound, OperationNotSupported
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError) -> Response:
+        return _error_response(request, err)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError) -> Response:
+        parts = []
+        for e in err.errors()[:5]:
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "header", "path", "body"))
+            parts.append(f"{loc}: {e.get('msg')}")
+        return _error_response(request, BadRequest("; ".join(parts) or "invalid request"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        mapped: ApiError
+        if err.status_code == 404:
+            mapped = NotFound(f"no such resource: {request.url.path}")
+        elif err.status_code == 405:
+            mapped = OperationNotSupported(f"{request.method} is not supported on {request.url.path}")
+            mapped.status = 405
+        else:
+            mapped = InvalidRequest(str(err.detail))
+            mapped.status = err.status_code
+        return _error_response(request, mapped)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        body = {"type": "https://uri.etsi.org/ngsi-ld/errors/InternalError", "title": "InternalError",
+                "status": 500, "detail": "an internal error occurred; it has been logged"}
+        return Response(orjson.dumps(body), status_code=500, media_type="application/json")
