@@ -10,3 +10,5 @@ def configure(level: str = "INFO") -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Migrations run at every start; their step-by-step chatter is noise unless something fails.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -22,7 +22,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "nav_logout": "ログアウト",
         "nav_menu": "メニュー",
         "lang_switch": "言語",
-        "footer_text": "北海道 Society 5.0 データ連携基盤 — NGSI-LD (ETSI GS CIM 009) 準拠のコンテキストブローカーと地域サービス",
+        "footer_text": (
+            "北海道 Society 5.0 データ連携基盤 — "
+            "NGSI-LD (ETSI GS CIM 009) 準拠のコンテキストブローカーと地域サービス"
+        ),
         "footer_map": "地図: 地理院タイル（国土地理院）",
         "top_title": "トップ",
         "top_intro": (
@@ -81,7 +84,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "login_failed": "ユーザー名またはパスワードが正しくありません。",
         "login_missing": "ユーザー名とパスワードを入力してください。",
         "login_as": "{name} としてログイン中",
-        "auth_off_note": "この環境は認証オフ（SOCIETY5_AUTH=off）で動作しているため、誰でも管理者として閲覧できます。",
+        "auth_off_note": (
+            "この環境は認証オフ（SOCIETY5_AUTH=off）で動作しているため、"
+            "誰でも管理者として閲覧できます。"
+        ),
         "role_admin": "管理者",
         "role_operator": "運用担当",
         "role_reader": "閲覧者",
@@ -117,10 +123,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "top_title": "Home",
         "top_intro": (
             "The Hokkaido Society 5.0 Data Platform is a \"city OS\" that links the data of Hokkaido's "
-            "municipalities, businesses and residents. The state of sensors, vehicles, facilities and residents' "
-            "reports is shared as NGSI-LD entities, with history, change notifications and open-data publishing "
-            "in one system. Regional services such as snow removal, elderly watch, wildlife alerts, on-demand "
-            "transport and smart farming run on top of it."
+            "municipalities, businesses and residents. The state of sensors, vehicles, facilities and "
+            "residents' reports is shared as NGSI-LD entities, with history, change notifications and "
+            "open-data publishing in one system. Regional services such as snow removal, elderly watch, "
+            "wildlife alerts, on-demand transport and smart farming run on top of it."
         ),
         "top_services": "Services",
         "top_no_services": "No services are registered.",
@@ -172,7 +178,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "login_failed": "Wrong user name or password.",
         "login_missing": "Enter your user name and password.",
         "login_as": "Logged in as {name}",
-        "auth_off_note": "This server runs with authentication off (SOCIETY5_AUTH=off): everyone reads as an admin.",
+        "auth_off_note": (
+            "This server runs with authentication off (SOCIETY5_AUTH=off): everyone reads as an admin."
+        ),
         "role_admin": "admin",
         "role_operator": "operator",
         "role_reader": "reader",
@@ -182,7 +190,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "err_q": "The condition (q) is not valid: {detail}",
         "err_type": "The type is not valid: {detail}",
         "err_area": "The map area is not valid: {detail}",
-        "err_bbox_format": "bbox must be four numbers: west longitude,south latitude,east longitude,north latitude",
+        "err_bbox_format": (
+            "bbox must be four numbers: west longitude,south latitude,east longitude,north latitude"
+        ),
         "err_limit": "Per page must be a whole number from 1 to {max}.",
         "err_page": "The page must be a whole number of 1 or more.",
         "err_tenant": "Check the tenant: {detail}",

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -43,6 +44,7 @@ HOKKAIDO_ZOOM = 7
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
 LIMIT_CHOICES = (10, 20, 50, 100, 200)
+STATS_CACHE_SECONDS = 30.0
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data: https://cyberjapandata.gsi.go.jp; script-src 'self'; "
@@ -208,7 +210,6 @@ def _pretty(value: Any) -> str:
 def top(request: Request) -> Response:
     shell = _shell(request, "top")
     t, lang = shell["t"], shell["lang"]
-    plat = platform_of(request)
     cards = []
     for svc in request.app.state.services:
         if not svc.listed:
@@ -224,19 +225,43 @@ def top(request: Request) -> Response:
             description = svc.extra["description_en"]
         cards.append({"name": svc.name, "title": svc.title, "title_en": svc.title_en,
                       "description": description, "links": links})
-    tenants = plat.tenants.list()
-    stats = None
-    broker = plat.parts.get("broker")
-    if broker is not None:
-        types: set[str] = set()
-        codes = [DEFAULT_TENANT] + [str(r["code"]) for r in tenants if r["code"] != DEFAULT_TENANT]
-        for code in codes:
-            try:
-                types.update(broker.type_counts(code, shell["principal"]))
-            except ApiError:
-                continue
-        stats = t("stats_line", tenants=len(tenants), types=len(types))
+    figures = _stats(request, shell["principal"])
+    stats = t("stats_line", tenants=figures[0], types=figures[1]) if figures else None
     return _render(request, "top.html", {**shell, "cards": cards, "stats": stats})
+
+
+def _stats(request: Request, principal: Principal) -> tuple[int, int] | None:
+    """(tenants, entity types the caller may see in any tenant), cached for a few seconds per kind of caller.
+
+    The broker answers type counts per tenant, so this asks every tenant (about 1 ms each on SQLite); the
+    cache keeps a busy top page from repeating that.
+    """
+    plat = platform_of(request)
+    broker = plat.parts.get("broker")
+    if broker is None:
+        return None
+    cache: dict[tuple[str, str | None], tuple[float, tuple[int, int]]] | None
+    cache = getattr(request.app.state, "web_stats_cache", None)
+    if cache is None:
+        cache = request.app.state.web_stats_cache = {}
+    key = (principal.role, principal.tenant)
+    hit = cache.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < STATS_CACHE_SECONDS:
+        return hit[1]
+    tenants = plat.tenants.list()
+    types: set[str] = set()
+    codes = [DEFAULT_TENANT] + [str(r["code"]) for r in tenants if r["code"] != DEFAULT_TENANT]
+    for code in codes:
+        try:
+            types.update(broker.type_counts(code, principal))
+        except ApiError:
+            continue
+    figures = (len(tenants), len(types))
+    if len(cache) > 1000:
+        cache.clear()
+    cache[key] = (now, figures)
+    return figures
 
 
 def _int_param(raw: str | None, default: int, low: int, high: int, message: str) -> int:
@@ -347,9 +372,10 @@ def entities(request: Request) -> Response:
         total = result.count or 0
         pages = max(1, math.ceil(total / limit))
         context.update(searched=True, total=total)
+        first = (page - 1) * limit
         context["pager"] = {
             "page": page, "pages": pages,
-            "start": (page - 1) * limit + 1 if result.docs else 0, "end": (page - 1) * limit + len(result.docs),
+            "start": first + 1 if result.docs else 0, "end": first + len(result.docs),
             "prev": _url(request, page=page - 1, lang=None) if page > 1 else None,
             "next": _url(request, page=page + 1, lang=None) if page < pages else None,
         }
@@ -444,7 +470,8 @@ async def login(request: Request) -> Response:
     try:
         cookie = make_session(principal, plat.settings.effective_secret(), plat.settings.session_hours)
     except ConfigError as err:
-        return _render(request, "login.html", {**context, "error": t("err_server_config", detail=str(err))}, 503)
+        message = t("err_server_config", detail=str(err))
+        return _render(request, "login.html", {**context, "error": message}, 503)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, cookie, max_age=plat.settings.session_hours * 3600, path="/",
                         httponly=True, samesite="lax", secure=request.url.scheme == "https")

@@ -1,4 +1,4 @@
-"""The web shell as a service: the page shell, top page, entity browser and login (not listed on the top page)."""
+"""The web shell as a service: page shell, top page, entity browser and login (not listed itself)."""
 
 from __future__ import annotations
 
