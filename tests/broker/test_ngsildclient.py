@@ -64,7 +64,7 @@ def test_ngsildclient_end_to_end(tmp_path: Path) -> None:
         assert out["exists"] is False
         # and what the client wrote is what any HTTP client reads back
         ent = httpx.get(f"{server.url}/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:Sapporo-Odori-01").json()
-        assert ent["refPointOfInterest"]["object"] == \
-            "urn:ngsi-ld:PointOfInterest:Odori"
+        assert ent["PM25"] == {"type": "Property", "value": 13}
+        assert out["back"]["refPointOfInterest"]["object"] == "urn:ngsi-ld:PointOfInterest:Odori"
     finally:
         server.stop()

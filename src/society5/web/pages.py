@@ -199,8 +199,12 @@ def _feature(kv: dict[str, Any], tenant: str, lang: str) -> dict[str, Any] | Non
                            "name": _text(kv.get("name"), lang) or "", "url": _view_url(kv["id"], tenant)}}
 
 
-def _pretty(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False, default=str)
+def _pretty(value: Any, width: int = 0) -> str:
+    """JSON text: on one line when it fits in ``width`` characters, else indented."""
+    one = json.dumps(value, ensure_ascii=False, default=str)
+    if len(one) <= width:
+        return one
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 
 # -- pages ---------------------------------------------------------------------------------------------------
@@ -416,15 +420,21 @@ def entity_view(request: Request) -> Response:
     normalized = Renderer(ctx, fmt="normalized", sys_attrs=True).entity(doc)
     attrs = []
     for name, value in kv.items():
-        if name in ("id", "type"):
+        if name in ("id", "type", "scope"):
             continue
         simple = _text(value, lang) if not isinstance(value, dict) else None
-        attrs.append({"name": name, "text": simple, "json": None if simple is not None else _pretty(value)})
+        full = normalized.get(name)
+        unit = full.get("unitCode") if isinstance(full, dict) else None
+        observed = full.get("observedAt") if isinstance(full, dict) else None
+        attrs.append({"name": name, "text": simple, "json": None if simple is not None else _pretty(value, 60),
+                      "unit": unit if isinstance(unit, str) else None, "observed": _jst(observed) or None})
+    scope = kv.get("scope")
     feature = _feature(kv, tenant, lang)
     etype = kv.get("type")
     context = {
         **shell, "entity_id": entity_id, "tenant": tenant, "back": back, "attrs": attrs,
         "type": etype if isinstance(etype, str) else ", ".join(etype), "name": _text(kv.get("name"), lang),
+        "scope": ", ".join(scope) if isinstance(scope, list) else scope,
         "created": _jst(doc.get("createdAt")), "modified": _jst(doc.get("modifiedAt")),
         "normalized": _pretty(normalized), "features": [feature] if feature else [], "map": _map_config(),
         "api_path": "/ngsi-ld/v1/entities/" + quote(entity_id, safe=":"),
