@@ -672,8 +672,8 @@ def load_vehicles(client: httpx.Client, count: int, batch: int = 1_000) -> Phase
              f"last {tenth} {statistics.fmean(batch_rates[-tenth:]):,.0f}/s") if batch_rates else ""
     return Phase("load query data (upsert)", ok, time.perf_counter() - started, unit="entities/s",
                  requests=math.ceil(count / batch), non2xx=non2xx, status_5xx=s5xx,
-                 note=f"{count:,} Vehicles in batches of {batch:,}, {TOWN_SHARE:.0%} around {len(TOWNS)} towns "
-                      f"(σ {TOWN_SIGMA_KM:g} km); {trend}")
+                 note=f"{count:,} Vehicles in batches of {batch:,}, {TOWN_SHARE:.0%} around {len(TOWNS)} "
+                      f"towns (σ {TOWN_SIGMA_KM:g} km); {trend}")
 
 
 def query_phase(client: httpx.Client, sizes: Sizes, seed: int = 11) -> tuple[Phase, list[int]]:

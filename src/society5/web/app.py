@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None, services: Sequence[Service] | N
         description="北海道 Society 5.0 データ連携基盤 — Hokkaido Society 5.0 platform (NGSI-LD, open data, services)",
         lifespan=lifespan,
         default_response_class=_OrjsonResponse,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.platform = plat
     app.state.services = services
@@ -78,12 +80,31 @@ def create_app(settings: Settings | None = None, services: Sequence[Service] | N
         if svc.pages is not None:
             app.include_router(svc.pages)
     _install_error_handlers(app)
+    _install_docs(app)
 
     @app.get("/healthz", tags=["platform"], summary="Liveness (also the no-op baseline of benchmarks)")
     def healthz() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI from the swagger-ui-bundle package: the API docs work on a closed municipal network."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="society5 API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 class _OrjsonResponse(Response):

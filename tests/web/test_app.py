@@ -1,0 +1,57 @@
+"""The app factory: explicit service lists, offline API docs, error shapes outside the NGSI-LD API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from society5.core.platform import Platform
+from society5.core.service import Service
+from society5.web.app import check_auth_off, create_app
+
+
+def test_app_holds_exactly_the_services_given(sqlite_platform: Platform) -> None:
+    app = create_app(sqlite_platform.settings, services=[], platform=sqlite_platform)
+    with TestClient(app) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/ngsi-ld/v1/entities?type=X").status_code == 404
+
+
+def test_docs_are_served_without_a_cdn(client: Any) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower()
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert "/ngsi-ld/v1/entities" in spec["paths"]
+
+
+def test_other_apis_use_the_plain_error_shape(sqlite_platform: Platform) -> None:
+    from fastapi import APIRouter
+
+    from society5.core.errors import BadRequest
+
+    router = APIRouter()
+
+    @router.get("/boom")
+    def boom() -> None:
+        raise BadRequest("level: must be a number")
+
+    svc = Service(name="sample", title="見本", router=router)
+    with TestClient(create_app(sqlite_platform.settings, services=[svc], platform=sqlite_platform)) as c:
+        r = c.get("/sample/boom")
+        assert r.status_code == 400
+        assert r.json()["error"]["detail"] == "level: must be a number"
+
+
+def test_auth_off_is_refused_off_loopback(sqlite_platform: Platform) -> None:
+    import pytest
+
+    from society5.core.errors import ConfigError
+
+    settings = sqlite_platform.settings.model_copy(update={"auth": "off"})
+    check_auth_off(settings, "127.0.0.1")
+    with pytest.raises(ConfigError):
+        check_auth_off(settings, "0.0.0.0")
