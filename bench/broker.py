@@ -607,26 +607,35 @@ HEALTHZ = Workload("GET /healthz", "GET", ["/healthz"])
 # --- profiling ----------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def profiled(profile_dir: Path | None, pid: int, name: str, seconds: int) -> Iterator[None]:
-    """With ``--profile``: a py-spy flame graph of the server during the phase."""
-    if profile_dir is None:
-        yield
-        return
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    out = profile_dir / f"{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.svg"
-    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
-                             "--nonblocking", "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)  # let py-spy attach
-    try:
-        yield
-    finally:
+class Profiler:
+    """With ``--profile DIR``: py-spy samples the server during each phase (SVG, collapsed stacks, ...)."""
+
+    def __init__(self, out_dir: Path | None, fmt: str = "flamegraph"):
+        self.out_dir, self.fmt = out_dir, fmt
+        self.pid = 0
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def phase(self, name: str, seconds: int) -> Iterator[None]:
+        if self.out_dir is None:
+            yield
+            return
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        suffix = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[self.fmt]
+        out = self.out_dir / f"{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.{suffix}"
+        proc = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--duration", str(seconds), "--rate",
+                                 "200", "--nonblocking", "--format", self.fmt, "--output", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # let py-spy attach
         try:
-            proc.wait(timeout=seconds + 30)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.wait(timeout=10)
+            yield
+        finally:
+            try:
+                proc.wait(timeout=seconds + 30)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                proc.wait(timeout=10)
 
 
 # --- the geo-query phase ------------------------------------------------------------------------------------
@@ -738,9 +747,7 @@ def run(args: argparse.Namespace) -> int:
     wall0 = time.perf_counter()
     sizes = Sizes.of(args.quick, args.duration, args.concurrency, args.query_entities)
     report = Report()
-    profile_dir: Path | None = Path(args.profile).resolve() if args.profile else None
-    if profile_dir is not None:
-        profile_dir.mkdir(parents=True, exist_ok=True)
+    prof = Profiler(Path(args.profile).resolve() if args.profile else None, args.profile_format)
     with (tempfile.TemporaryDirectory(prefix="s5bench_") as tmp,
           bench_database(args.database_url, Path(tmp)) as (url, kind)):
         workdir = Path(tmp)
@@ -749,8 +756,9 @@ def run(args: argparse.Namespace) -> int:
         mode = "quick" if args.quick else "full"
         err_console.print(f"[bold]society5 broker benchmark[/bold] ({mode}, {kind})")
         server.start()
+        prof.pid = server.pid
         try:
-            ratios = measure(server, sizes, workdir, report, args, profile_dir, url)
+            ratios = measure(server, sizes, workdir, report, args, prof, url)
         finally:
             server.stop()
         log_errors = server.log_errors()
@@ -766,7 +774,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def measure(server: Server, sizes: Sizes, workdir: Path, report: Report, args: argparse.Namespace,
-            profile_dir: Path | None, url: str) -> dict[str, float]:
+            prof: Profiler, url: str) -> dict[str, float]:
     def step(text: str) -> None:
         err_console.print(f"  [dim]{time.strftime('%H:%M:%S')}[/dim] {text}")
 
@@ -777,9 +785,9 @@ def measure(server: Server, sizes: Sizes, workdir: Path, report: Report, args: a
              f"{len(ATTRS)} attributes")
         create = device_batches(sizes, 0)
         update = device_batches(sizes, 1)
-        with profiled(profile_dir, server.pid, "ingest create", 5):
+        with prof.phase("ingest create", 5):
             ins = report.add(upsert_phase(client, "upsert: create (new ids)", create, expect=201))
-        with profiled(profile_dir, server.pid, "ingest update", 5):
+        with prof.phase("ingest update", 5):
             upd = report.add(upsert_phase(client, "upsert: update (same ids)", update, expect=204))
         rows = raw_rows(update)
         if report.db_kind == "sqlite":
@@ -798,9 +806,9 @@ def measure(server: Server, sizes: Sizes, workdir: Path, report: Report, args: a
         load.run(get, sizes.warmup_s)
         base1 = report.add(load.run(HEALTHZ, sizes.duration_s))
         base1.name += " (before)"
-        with profiled(profile_dir, server.pid, "patch", sizes.duration_s):
+        with prof.phase("patch", sizes.duration_s):
             p = report.add(load.run(patch, sizes.duration_s))
-        with profiled(profile_dir, server.pid, "get", sizes.duration_s):
+        with prof.phase("get", sizes.duration_s):
             g = report.add(load.run(get, sizes.duration_s))
         base2 = report.add(load.run(HEALTHZ, sizes.duration_s))
         base2.name += " (after)"
@@ -811,7 +819,7 @@ def measure(server: Server, sizes: Sizes, workdir: Path, report: Report, args: a
         step(f"loading {sizes.query_entities:,} Vehicles for the geo-query")
         loaded = report.add(load_vehicles(client, sizes.query_entities))
         step(f"geo-query: {sizes.query_warmup} warm-up + {sizes.query_requests} sequential requests")
-        with profiled(profile_dir, server.pid, "query", 5):
+        with prof.phase("query", 5):
             q, returned = query_phase(client, sizes)
         report.add(q)
         counts, bad = match_counts(client)
@@ -834,8 +842,8 @@ def measure(server: Server, sizes: Sizes, workdir: Path, report: Report, args: a
             ("entities per query response", _spread(returned) + " (default page size applies)"),
             ("matches per town-centre query", _spread(counts) + " (count=true, untimed)"),
         ]
-        if profile_dir is not None:
-            report.facts.append(("py-spy flame graphs", f"{profile_dir} (profiled run: rates are depressed)"))
+        if prof.out_dir is not None:
+            report.facts.append(("py-spy profiles", f"{prof.out_dir} (a profiled run: rates are depressed)"))
         return {
             "ingest_ratio": upd.rate / raw.rate if raw.rate else 0.0,
             "patch_ratio": p.rate / healthz_rate if healthz_rate else 0.0,
@@ -922,7 +930,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=int, default=16, help="concurrent keep-alive clients (16)")
     ap.add_argument("--httpx", action="store_true", help="use the asyncio httpx load generator, not wrk")
     ap.add_argument("--profile", metavar="DIR", default=None,
-                    help="record py-spy flame graphs of the server per phase into DIR (slows the server)")
+                    help="record py-spy profiles of the server per phase into DIR (slows the server)")
+    ap.add_argument("--profile-format", choices=("flamegraph", "raw", "speedscope"), default="flamegraph",
+                    help="py-spy output: flame graph SVG, collapsed stacks (raw) or speedscope JSON")
     return ap.parse_args(argv)
 
 

@@ -122,7 +122,7 @@ def keys_list() -> None:
     for row in plat.keys.list():  # type: ignore[attr-defined]
         table.add_row(*(str(row.get(c) or "") for c in ("key_id", "role", "tenant", "entity_prefix", "label",
                                                         "created_at", "revoked_at")))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @keys_app.command("revoke")
