@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Set up and run society5 with nothing but Python 3.11: ``python3 tasks.py demo`` or ``python3 tasks.py test``.
+"""Set up and run society5 with nothing but Python 3.11.
 
-Creates ``.venv`` (once; again when pyproject.toml changes), installs the package and what the chosen task needs,
-then runs it. Tests also need Debian's ``chromium`` (installed with apt-get when missing and run as root) and a
-separate small environment for the third-party ``ngsildclient`` (its pins clash with ours).
+``python3 tasks.py demo`` or ``python3 tasks.py test``: creates ``.venv`` (once; again when pyproject.toml
+changes), installs the package and what the chosen task needs, then runs it. Tests also need Debian's
+``chromium`` (installed with apt-get when missing and run as root) and a separate small environment for
+the third-party ``ngsildclient`` (its pins clash with ours).
 """
 
 from __future__ import annotations

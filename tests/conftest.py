@@ -49,7 +49,9 @@ def _truncate_pg(platform: Platform) -> None:
     with platform.engine.begin() as conn:
         names = [t for t in sa.inspect(conn).get_table_names() if t != "alembic_version"]
         if names:
-            conn.execute(sa.text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY CASCADE"))
+            conn.execute(
+                sa.text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY CASCADE")
+            )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

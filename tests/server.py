@@ -26,15 +26,25 @@ class Server:
     def __init__(self, database_url: str, auth: str = "off", env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = dict(os.environ, SOCIETY5_DATABASE_URL=database_url, SOCIETY5_AUTH=auth,
-                        SOCIETY5_SECRET_KEY="test-secret", SOCIETY5_LOG_LEVEL="WARNING", **(env or {}))
+        self.env = dict(
+            os.environ,
+            SOCIETY5_DATABASE_URL=database_url,
+            SOCIETY5_AUTH=auth,
+            SOCIETY5_SECRET_KEY="test-secret",
+            SOCIETY5_LOG_LEVEL="WARNING",
+            **(env or {}),
+        )
         if CONTEXTS.exists():
             self.env["SOCIETY5_PRELOAD_CONTEXTS"] = str(CONTEXTS)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
-        self.proc = subprocess.Popen([str(SOCIETY5), "serve", "--port", str(self.port)], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [str(SOCIETY5), "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

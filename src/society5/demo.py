@@ -44,80 +44,154 @@ def _near(rng: random.Random, lat: float, lon: float, km: float) -> tuple[float,
 def demo_entities(code: str, rng: random.Random) -> list[dict[str, Any]]:
     lat, lon = SITES[code]
     now = now_iso()
-    ents: list[dict[str, Any]] = [{
-        "id": f"urn:ngsi-ld:WeatherObserved:{code}-01", "type": "WeatherObserved", "scope": PUBLIC,
-        "name": "気象観測点", "location": _point(lat, lon), "source": SOURCE,
-        "temperature": {"value": round(rng.uniform(-12, 2), 1), "unitCode": "CEL", "observedAt": now},
-        "snowHeight": {"value": round(rng.uniform(20, 120)), "unitCode": "CMT", "observedAt": now},
-        "relativeHumidity": {"value": round(rng.uniform(0.6, 0.95), 2), "observedAt": now},
-    }]
+    ents: list[dict[str, Any]] = [
+        {
+            "id": f"urn:ngsi-ld:WeatherObserved:{code}-01",
+            "type": "WeatherObserved",
+            "scope": PUBLIC,
+            "name": "気象観測点",
+            "location": _point(lat, lon),
+            "source": SOURCE,
+            "temperature": {"value": round(rng.uniform(-12, 2), 1), "unitCode": "CEL", "observedAt": now},
+            "snowHeight": {"value": round(rng.uniform(20, 120)), "unitCode": "CMT", "observedAt": now},
+            "relativeHumidity": {"value": round(rng.uniform(0.6, 0.95), 2), "observedAt": now},
+        }
+    ]
     for i in range(1, 3):
         plat, plon = _near(rng, lat, lon, 3)
-        ents.append({
-            "id": f"urn:ngsi-ld:RoadSegment:{code}-{i:02d}", "type": "RoadSegment", "scope": PUBLIC,
-            "name": f"除雪路線 {i}", "source": SOURCE,
-            "location": {"type": "LineString", "coordinates": [[round(plon, 6), round(plat, 6)],
-                                                                [round(plon + 0.01, 6), round(plat + 0.004, 6)]]},
-            "snowRemovalStatus": {"value": rng.choice(["done", "scheduled", "inProgress"]), "observedAt": now},
-        })
+        ents.append(
+            {
+                "id": f"urn:ngsi-ld:RoadSegment:{code}-{i:02d}",
+                "type": "RoadSegment",
+                "scope": PUBLIC,
+                "name": f"除雪路線 {i}",
+                "source": SOURCE,
+                "location": {
+                    "type": "LineString",
+                    "coordinates": [
+                        [round(plon, 6), round(plat, 6)],
+                        [round(plon + 0.01, 6), round(plat + 0.004, 6)],
+                    ],
+                },
+                "snowRemovalStatus": {
+                    "value": rng.choice(["done", "scheduled", "inProgress"]),
+                    "observedAt": now,
+                },
+            }
+        )
         vlat, vlon = _near(rng, lat, lon, 4)
-        ents.append({
-            "id": f"urn:ngsi-ld:Vehicle:{code}-plow-{i:02d}", "type": "Vehicle", "scope": PUBLIC,
-            "vehicleType": "snowPlow", "name": f"除雪車 {i}号", "source": SOURCE,
-            "location": {"value": _point(vlat, vlon), "observedAt": now},
-            "speed": {"value": round(rng.uniform(0, 25), 1), "unitCode": "KMH", "observedAt": now},
-        })
+        ents.append(
+            {
+                "id": f"urn:ngsi-ld:Vehicle:{code}-plow-{i:02d}",
+                "type": "Vehicle",
+                "scope": PUBLIC,
+                "vehicleType": "snowPlow",
+                "name": f"除雪車 {i}号",
+                "source": SOURCE,
+                "location": {"value": _point(vlat, vlon), "observedAt": now},
+                "speed": {"value": round(rng.uniform(0, 25), 1), "unitCode": "KMH", "observedAt": now},
+            }
+        )
     for i in range(1, 4):
         tlat, tlon = _near(rng, lat, lon, 6)
-        ents.append({
-            "id": f"urn:ngsi-ld:Device:{code}-tank-{i:02d}", "type": "Device", "category": "sensor",
-            "controlledProperty": "fillingLevel", "name": f"灯油タンク {i}", "source": SOURCE,
-            "location": _point(tlat, tlon),
-            "fillingLevel": {"value": round(rng.uniform(0.15, 0.95), 2), "observedAt": now},
-            "capacity": {"value": 490, "unitCode": "LTR"},
-        })
+        ents.append(
+            {
+                "id": f"urn:ngsi-ld:Device:{code}-tank-{i:02d}",
+                "type": "Device",
+                "category": "sensor",
+                "controlledProperty": "fillingLevel",
+                "name": f"灯油タンク {i}",
+                "source": SOURCE,
+                "location": _point(tlat, tlon),
+                "fillingLevel": {"value": round(rng.uniform(0.15, 0.95), 2), "observedAt": now},
+                "capacity": {"value": 490, "unitCode": "LTR"},
+            }
+        )
         hlat, hlon = _near(rng, lat, lon, 5)
-        ents.append({
-            "id": f"urn:ngsi-ld:Device:{code}-power-{i:02d}", "type": "Device", "category": "meter",
-            "controlledProperty": "power", "name": f"見守り電力センサー {i}", "source": SOURCE,
-            "location": _point(hlat, hlon),
-            "power": {"value": round(rng.uniform(80, 1800)), "unitCode": "WTT", "observedAt": now},
-        })
+        ents.append(
+            {
+                "id": f"urn:ngsi-ld:Device:{code}-power-{i:02d}",
+                "type": "Device",
+                "category": "meter",
+                "controlledProperty": "power",
+                "name": f"見守り電力センサー {i}",
+                "source": SOURCE,
+                "location": _point(hlat, hlon),
+                "power": {"value": round(rng.uniform(80, 1800)), "unitCode": "WTT", "observedAt": now},
+            }
+        )
         clat, clon = _near(rng, lat, lon, 8)
-        ents.append({
-            "id": f"urn:ngsi-ld:Device:{code}-camera-{i:02d}", "type": "Device", "category": "camera",
-            "controlledProperty": "wildlife", "name": f"自動撮影カメラ {i}", "source": SOURCE,
-            "location": _point(clat, clon),
-            "batteryLevel": {"value": round(rng.uniform(0.3, 1.0), 2), "observedAt": now},
-            "deviceState": "ok",
-        })
+        ents.append(
+            {
+                "id": f"urn:ngsi-ld:Device:{code}-camera-{i:02d}",
+                "type": "Device",
+                "category": "camera",
+                "controlledProperty": "wildlife",
+                "name": f"自動撮影カメラ {i}",
+                "source": SOURCE,
+                "location": _point(clat, clon),
+                "batteryLevel": {"value": round(rng.uniform(0.3, 1.0), 2), "observedAt": now},
+                "deviceState": "ok",
+            }
+        )
     if code == "011002":
-        for i, (name, dlat, dlon) in enumerate([("大通", 0.0, 0.0), ("さっぽろ", 0.0066, 0.0), ("すすきの", -0.0066,
-                                                0.0005), ("チ・カ・ホ中央", 0.0035, -0.0004)], 1):
-            ents.append({
-                "id": f"urn:ngsi-ld:CrowdFlowObserved:sapporo-chikaho-{i:02d}", "type": "CrowdFlowObserved",
-                "scope": PUBLIC, "name": f"地下歩行空間 {name}", "source": SOURCE,
-                "location": _point(43.0607 + dlat, 141.3545 + dlon),
-                "peopleCount": {"value": rng.randint(50, 900), "observedAt": now},
-                "direction": "inbound",
-            })
-        ents.append({
-            "id": "urn:ngsi-ld:Vehicle:011002-bus-01", "type": "Vehicle", "scope": PUBLIC,
-            "vehicleType": "minibus", "name": "デマンドバス 1号", "source": SOURCE,
-            "location": {"value": _point(*_near(rng, lat, lon, 3)), "observedAt": now},
-        })
+        for i, (name, dlat, dlon) in enumerate(
+            [
+                ("大通", 0.0, 0.0),
+                ("さっぽろ", 0.0066, 0.0),
+                ("すすきの", -0.0066, 0.0005),
+                ("チ・カ・ホ中央", 0.0035, -0.0004),
+            ],
+            1,
+        ):
+            ents.append(
+                {
+                    "id": f"urn:ngsi-ld:CrowdFlowObserved:sapporo-chikaho-{i:02d}",
+                    "type": "CrowdFlowObserved",
+                    "scope": PUBLIC,
+                    "name": f"地下歩行空間 {name}",
+                    "source": SOURCE,
+                    "location": _point(43.0607 + dlat, 141.3545 + dlon),
+                    "peopleCount": {"value": rng.randint(50, 900), "observedAt": now},
+                    "direction": "inbound",
+                }
+            )
+        ents.append(
+            {
+                "id": "urn:ngsi-ld:Vehicle:011002-bus-01",
+                "type": "Vehicle",
+                "scope": PUBLIC,
+                "vehicleType": "minibus",
+                "name": "デマンドバス 1号",
+                "source": SOURCE,
+                "location": {"value": _point(*_near(rng, lat, lon, 3)), "observedAt": now},
+            }
+        )
     if code == "016390":
         for i in range(1, 4):
             plat, plon = _near(rng, lat, lon, 4)
-            ring = [[plon, plat], [plon + 0.006, plat], [plon + 0.006, plat + 0.004], [plon, plat + 0.004],
-                    [plon, plat]]
-            ents.append({
-                "id": f"urn:ngsi-ld:AgriParcel:016390-{i:02d}", "type": "AgriParcel", "scope": PUBLIC,
-                "name": f"圃場 {i}", "source": SOURCE,
-                "location": {"type": "Polygon", "coordinates": [[[round(x, 6), round(y, 6)] for x, y in ring]]},
-                "cropType": rng.choice(["小麦", "てん菜", "ばれいしょ", "大豆"]),
-                "area": {"value": 24000, "unitCode": "MTK"},
-            })
+            ring = [
+                [plon, plat],
+                [plon + 0.006, plat],
+                [plon + 0.006, plat + 0.004],
+                [plon, plat + 0.004],
+                [plon, plat],
+            ]
+            ents.append(
+                {
+                    "id": f"urn:ngsi-ld:AgriParcel:016390-{i:02d}",
+                    "type": "AgriParcel",
+                    "scope": PUBLIC,
+                    "name": f"圃場 {i}",
+                    "source": SOURCE,
+                    "location": {
+                        "type": "Polygon",
+                        "coordinates": [[[round(x, 6), round(y, 6)] for x, y in ring]],
+                    },
+                    "cropType": rng.choice(["小麦", "てん菜", "ばれいしょ", "大豆"]),
+                    "area": {"value": 24000, "unitCode": "MTK"},
+                }
+            )
     return ents
 
 
@@ -154,20 +228,37 @@ def tick(platform: Platform) -> None:
     rng = random.Random()
     now = now_iso()
     for code in SITES:
-        updates: list[dict[str, Any]] = [{
-            "id": f"urn:ngsi-ld:WeatherObserved:{code}-01", "type": "WeatherObserved",
-            "temperature": {"value": round(rng.uniform(-12, 2), 1), "unitCode": "CEL", "observedAt": now},
-        }]
+        updates: list[dict[str, Any]] = [
+            {
+                "id": f"urn:ngsi-ld:WeatherObserved:{code}-01",
+                "type": "WeatherObserved",
+                "temperature": {"value": round(rng.uniform(-12, 2), 1), "unitCode": "CEL", "observedAt": now},
+            }
+        ]
         for i in range(1, 4):
-            updates.append({"id": f"urn:ngsi-ld:Device:{code}-power-{i:02d}", "type": "Device",
-                            "power": {"value": round(rng.uniform(80, 1800)), "unitCode": "WTT", "observedAt": now}})
+            updates.append(
+                {
+                    "id": f"urn:ngsi-ld:Device:{code}-power-{i:02d}",
+                    "type": "Device",
+                    "power": {"value": round(rng.uniform(80, 1800)), "unitCode": "WTT", "observedAt": now},
+                }
+            )
         if code == "011002":
             for i in range(1, 5):
-                updates.append({"id": f"urn:ngsi-ld:CrowdFlowObserved:sapporo-chikaho-{i:02d}",
-                                "type": "CrowdFlowObserved",
-                                "peopleCount": {"value": rng.randint(50, 900), "observedAt": now}})
+                updates.append(
+                    {
+                        "id": f"urn:ngsi-ld:CrowdFlowObserved:sapporo-chikaho-{i:02d}",
+                        "type": "CrowdFlowObserved",
+                        "peopleCount": {"value": rng.randint(50, 900), "observedAt": now},
+                    }
+                )
         broker.upsert(code, updates, mode="update")
 
 
-service = Service(name="demo", title="デモデータ", title_en="Demo data", listed=False,
-                  jobs=(Job("simulate", timedelta(seconds=15), tick),))
+service = Service(
+    name="demo",
+    title="デモデータ",
+    title_en="Demo data",
+    listed=False,
+    jobs=(Job("simulate", timedelta(seconds=15), tick),),
+)

@@ -16,7 +16,12 @@ def building(eid: str = "urn:ngsi-ld:Building:1", **extra: Any) -> dict[str, Any
         "id": eid,
         "type": "Building",
         "name": {"type": "Property", "value": "札幌市役所"},
-        "airQualityLevel": {"type": "Property", "value": 4, "observedAt": "2026-11-26T05:00:00Z", "unitCode": "C62"},
+        "airQualityLevel": {
+            "type": "Property",
+            "value": 4,
+            "observedAt": "2026-11-26T05:00:00Z",
+            "unitCode": "C62",
+        },
         "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [141.3544, 43.0621]}},
     }
     body.update(extra)
@@ -48,8 +53,9 @@ def test_ld_json_body_and_accept(client: Any) -> None:
     body = building() | {"@context": CTX}
     r = client.post("/ngsi-ld/v1/entities", json=body, headers={"Content-Type": "application/ld+json"})
     assert r.status_code == 201, r.text
-    r = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Building:1",
-                   headers={"Link": LINK, "Accept": "application/ld+json"})
+    r = client.get(
+        "/ngsi-ld/v1/entities/urn:ngsi-ld:Building:1", headers={"Link": LINK, "Accept": "application/ld+json"}
+    )
     assert r.json()["@context"] == CTX
     assert r.headers["content-type"].startswith("application/ld+json")
 
@@ -68,17 +74,35 @@ def test_duplicate_create_is_409(client: Any) -> None:
         ({"id": "not a uri", "type": "Building"}, 400, "URI"),
         ({"id": "urn:ngsi-ld:B:1"}, 400, "type"),
         ({"id": "urn:ngsi-ld:B:1", "type": "Building", "name": {"type": "Property"}}, 400, "value"),
-        ({"id": "urn:ngsi-ld:B:1", "type": "Building", "rel": {"type": "Relationship", "object": "x y"}}, 400,
-         "URI"),
-        ({"id": "urn:ngsi-ld:B:1", "type": "Building",
-          "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [500, 43]}}}, 400, "longitude"),
-        ({"id": "urn:ngsi-ld:B:1", "type": "Building", "a": {"type": "Property", "value": 1,
-                                                              "observedAt": "yesterday"}}, 400, "observedAt"),
+        (
+            {"id": "urn:ngsi-ld:B:1", "type": "Building", "rel": {"type": "Relationship", "object": "x y"}},
+            400,
+            "URI",
+        ),
+        (
+            {
+                "id": "urn:ngsi-ld:B:1",
+                "type": "Building",
+                "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [500, 43]}},
+            },
+            400,
+            "longitude",
+        ),
+        (
+            {
+                "id": "urn:ngsi-ld:B:1",
+                "type": "Building",
+                "a": {"type": "Property", "value": 1, "observedAt": "yesterday"},
+            },
+            400,
+            "observedAt",
+        ),
         ({"id": "urn:ngsi-ld:B:1", "type": "Building", "bad=name": 1}, 400, "attribute name"),
     ],
 )
-def test_invalid_entities_are_rejected_and_not_written(client: Any, body: dict[str, Any], status: int,
-                                                       fragment: str) -> None:
+def test_invalid_entities_are_rejected_and_not_written(
+    client: Any, body: dict[str, Any], status: int, fragment: str
+) -> None:
     r = client.post("/ngsi-ld/v1/entities", json=body, headers=H)
     assert r.status_code == status, r.text
     problem = r.json()
@@ -88,14 +112,19 @@ def test_invalid_entities_are_rejected_and_not_written(client: Any, body: dict[s
 
 
 def test_malformed_json_and_media_types(client: Any) -> None:
-    r = client.post("/ngsi-ld/v1/entities", content=b"{not json", headers={"Content-Type": "application/json"})
+    r = client.post(
+        "/ngsi-ld/v1/entities", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["title"] == "InvalidRequest"
     r = client.post("/ngsi-ld/v1/entities", content=b"{}", headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
     r = client.get("/ngsi-ld/v1/entities?type=Building", headers={"Accept": "text/html"})
     assert r.status_code == 406
-    r = client.post("/ngsi-ld/v1/entities", json=building() | {"@context": CTX},
-                    headers={"Content-Type": "application/json"})
+    r = client.post(
+        "/ngsi-ld/v1/entities",
+        json=building() | {"@context": CTX},
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400
 
 
@@ -104,11 +133,15 @@ def test_attribute_operations(client: Any) -> None:
     url = "/ngsi-ld/v1/entities/urn:ngsi-ld:Building:1"
     r = client.post(url + "/attrs", json={"speed": {"type": "Property", "value": 3}}, headers=H)
     assert r.status_code == 204
-    r = client.post(url + "/attrs?options=noOverwrite", json={"speed": {"type": "Property", "value": 9}},
-                    headers=H)
+    r = client.post(
+        url + "/attrs?options=noOverwrite", json={"speed": {"type": "Property", "value": 9}}, headers=H
+    )
     assert r.status_code == 207 and r.json()["notUpdated"][0]["attributeName"] == "speed"
-    r = client.patch(url + "/attrs", json={"speed": {"type": "Property", "value": 5},
-                                           "missing": {"type": "Property", "value": 1}}, headers=H)
+    r = client.patch(
+        url + "/attrs",
+        json={"speed": {"type": "Property", "value": 5}, "missing": {"type": "Property", "value": 1}},
+        headers=H,
+    )
     assert r.status_code == 207
     assert r.json()["updated"] == ["speed"]
     r = client.patch(url + "/attrs/speed", json={"value": 7}, headers=H)
@@ -122,8 +155,12 @@ def test_attribute_operations(client: Any) -> None:
 
 
 def test_multi_attribute_datasets(client: Any) -> None:
-    ent = building(speed=[{"type": "Property", "value": 10},
-                          {"type": "Property", "value": 20, "datasetId": "urn:ngsi-ld:Dataset:gps"}])
+    ent = building(
+        speed=[
+            {"type": "Property", "value": 10},
+            {"type": "Property", "value": 20, "datasetId": "urn:ngsi-ld:Dataset:gps"},
+        ]
+    )
     assert client.post("/ngsi-ld/v1/entities", json=ent, headers=H).status_code == 201
     url = "/ngsi-ld/v1/entities/urn:ngsi-ld:Building:1"
     got = client.get(url, headers={"Link": LINK}).json()["speed"]
@@ -137,7 +174,9 @@ def test_multi_attribute_datasets(client: Any) -> None:
 def test_replace_and_merge_entity(client: Any) -> None:
     client.post("/ngsi-ld/v1/entities", json=building(), headers=H)
     url = "/ngsi-ld/v1/entities/urn:ngsi-ld:Building:1"
-    r = client.patch(url, json={"speed": {"type": "Property", "value": 1}, "name": "urn:ngsi-ld:null"}, headers=H)
+    r = client.patch(
+        url, json={"speed": {"type": "Property", "value": 1}, "name": "urn:ngsi-ld:null"}, headers=H
+    )
     assert r.status_code == 204, r.text
     ent = client.get(url, headers={"Link": LINK}).json()
     assert ent["speed"]["value"] == 1 and "name" not in ent
@@ -162,9 +201,14 @@ def test_formats_and_sysattrs(client: Any) -> None:
 
 
 def test_concise_input_is_understood(client: Any) -> None:
-    body = {"id": "urn:ngsi-ld:Building:9", "type": "Building", "name": "小樽", "speed": {"value": 3},
-            "owner": {"object": "urn:ngsi-ld:Person:1"},
-            "location": {"type": "Point", "coordinates": [141.0, 43.19]}}
+    body = {
+        "id": "urn:ngsi-ld:Building:9",
+        "type": "Building",
+        "name": "小樽",
+        "speed": {"value": 3},
+        "owner": {"object": "urn:ngsi-ld:Person:1"},
+        "location": {"type": "Point", "coordinates": [141.0, 43.19]},
+    }
     assert client.post("/ngsi-ld/v1/entities", json=body, headers=H).status_code == 201
     ent = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Building:9", headers={"Link": LINK}).json()
     assert ent["name"] == {"type": "Property", "value": "小樽"}

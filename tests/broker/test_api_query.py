@@ -13,10 +13,13 @@ SAPPORO = (141.3544, 43.0621)
 
 
 def vehicle(i: int, speed: float, lon: float, lat: float, **extra: Any) -> dict[str, Any]:
-    ent = {"id": f"urn:ngsi-ld:Vehicle:{i:03d}", "type": "Vehicle",
-           "speed": {"type": "Property", "value": speed},
-           "brandName": {"type": "Property", "value": "Hino" if i % 2 else "Isuzu"},
-           "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}}
+    ent = {
+        "id": f"urn:ngsi-ld:Vehicle:{i:03d}",
+        "type": "Vehicle",
+        "speed": {"type": "Property", "value": speed},
+        "brandName": {"type": "Property", "value": "Hino" if i % 2 else "Isuzu"},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}},
+    }
     ent.update(extra)
     return ent
 
@@ -24,8 +27,14 @@ def vehicle(i: int, speed: float, lon: float, lat: float, **extra: Any) -> dict[
 @pytest.fixture
 def fleet(client: Any) -> Any:
     ents = [vehicle(i, speed=i * 10, lon=SAPPORO[0] + i * 0.01, lat=SAPPORO[1]) for i in range(10)]
-    ents.append({"id": "urn:ngsi-ld:Building:1", "type": "Building", "name": {"type": "Property", "value": "A"},
-                 "scope": "/public/Sapporo"})
+    ents.append(
+        {
+            "id": "urn:ngsi-ld:Building:1",
+            "type": "Building",
+            "name": {"type": "Property", "value": "A"},
+            "scope": "/public/Sapporo",
+        }
+    )
     r = client.post("/ngsi-ld/v1/entityOperations/create", json=ents, headers=H)
     assert r.status_code == 201, r.text
     assert len(r.json()) == 11
@@ -40,8 +49,11 @@ def ids(resp: Any) -> list[str]:
 def test_type_and_q(fleet: Any) -> None:
     got = ids(fleet.get("/ngsi-ld/v1/entities?type=Vehicle&q=speed>55", headers={"Link": LINK}))
     assert got == [f"urn:ngsi-ld:Vehicle:{i:03d}" for i in range(6, 10)]
-    got = ids(fleet.get("/ngsi-ld/v1/entities?type=Vehicle&q=speed==10..30;brandName==%22Hino%22",
-                        headers={"Link": LINK}))
+    got = ids(
+        fleet.get(
+            "/ngsi-ld/v1/entities?type=Vehicle&q=speed==10..30;brandName==%22Hino%22", headers={"Link": LINK}
+        )
+    )
     assert got == ["urn:ngsi-ld:Vehicle:001", "urn:ngsi-ld:Vehicle:003"]
     got = ids(fleet.get("/ngsi-ld/v1/entities?type=Vehicle,Building&limit=100", headers={"Link": LINK}))
     assert len(got) == 11
@@ -53,17 +65,25 @@ def test_bad_q_is_400(fleet: Any) -> None:
 
 
 def test_geo_near_and_within(fleet: Any) -> None:
-    url = ("/ngsi-ld/v1/entities?type=Vehicle&georel=near;maxDistance==2000&geometry=Point"
-           f"&coordinates=[{SAPPORO[0]},{SAPPORO[1]}]")
+    url = (
+        "/ngsi-ld/v1/entities?type=Vehicle&georel=near;maxDistance==2000&geometry=Point"
+        f"&coordinates=[{SAPPORO[0]},{SAPPORO[1]}]"
+    )
     got = ids(fleet.get(url, headers={"Link": LINK}))
     # 0.01° of longitude at 43°N is about 813 m: vehicles 0, 1 and 2 are within 2 km
     assert got == ["urn:ngsi-ld:Vehicle:000", "urn:ngsi-ld:Vehicle:001", "urn:ngsi-ld:Vehicle:002"]
     poly = "[[[141.37,43.0],[141.40,43.0],[141.40,43.1],[141.37,43.1],[141.37,43.0]]]"
-    got = ids(fleet.get(f"/ngsi-ld/v1/entities?type=Vehicle&georel=within&geometry=Polygon&coordinates={poly}",
-                        headers={"Link": LINK}))
+    got = ids(
+        fleet.get(
+            f"/ngsi-ld/v1/entities?type=Vehicle&georel=within&geometry=Polygon&coordinates={poly}",
+            headers={"Link": LINK},
+        )
+    )
     assert got == ["urn:ngsi-ld:Vehicle:002", "urn:ngsi-ld:Vehicle:003", "urn:ngsi-ld:Vehicle:004"]
-    r = fleet.get("/ngsi-ld/v1/entities?type=Vehicle&georel=near;maxDistance==10&geometry=Point&coordinates=[1]",
-                  headers={"Link": LINK})
+    r = fleet.get(
+        "/ngsi-ld/v1/entities?type=Vehicle&georel=near;maxDistance==10&geometry=Point&coordinates=[1]",
+        headers={"Link": LINK},
+    )
     assert r.status_code == 400
 
 
@@ -87,8 +107,12 @@ def test_id_pattern_attrs_scope(fleet: Any) -> None:
 
 
 def test_post_query(fleet: Any) -> None:
-    body = {"type": "Query", "entities": [{"type": "Vehicle"}], "q": "speed<25",
-            "geoQ": {"georel": "near;maxDistance==5000", "geometry": "Point", "coordinates": list(SAPPORO)}}
+    body = {
+        "type": "Query",
+        "entities": [{"type": "Vehicle"}],
+        "q": "speed<25",
+        "geoQ": {"georel": "near;maxDistance==5000", "geometry": "Point", "coordinates": list(SAPPORO)},
+    }
     r = fleet.post("/ngsi-ld/v1/entityOperations/query", json=body, headers=H)
     assert ids(r) == ["urn:ngsi-ld:Vehicle:000", "urn:ngsi-ld:Vehicle:001", "urn:ngsi-ld:Vehicle:002"]
 
@@ -105,26 +129,35 @@ def test_batch_upsert_update_delete_report_per_entity(fleet: Any) -> None:
     assert r.status_code == 201 and r.json() == ["urn:ngsi-ld:Vehicle:060"]
     r = fleet.post("/ngsi-ld/v1/entityOperations/upsert", json=[vehicle(60, 2, 141.0, 43.0)], headers=H)
     assert r.status_code == 204
-    upd = [{"id": "urn:ngsi-ld:Vehicle:002", "speed": {"type": "Property", "value": 1}},
-           {"id": "urn:ngsi-ld:Vehicle:999", "speed": {"type": "Property", "value": 1}}]
+    upd = [
+        {"id": "urn:ngsi-ld:Vehicle:002", "speed": {"type": "Property", "value": 1}},
+        {"id": "urn:ngsi-ld:Vehicle:999", "speed": {"type": "Property", "value": 1}},
+    ]
     r = fleet.post("/ngsi-ld/v1/entityOperations/update", json=upd, headers=H)
     assert r.status_code == 207
     assert r.json()["errors"][0]["error"]["status"] == 404
     speed = fleet.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:002", headers={"Link": LINK}).json()["speed"]
     assert speed["value"] == 1
-    r = fleet.post("/ngsi-ld/v1/entityOperations/delete",
-                   json=["urn:ngsi-ld:Vehicle:002", "urn:ngsi-ld:Vehicle:998"], headers=H)
+    r = fleet.post(
+        "/ngsi-ld/v1/entityOperations/delete",
+        json=["urn:ngsi-ld:Vehicle:002", "urn:ngsi-ld:Vehicle:998"],
+        headers=H,
+    )
     assert r.status_code == 207 and r.json()["success"] == ["urn:ngsi-ld:Vehicle:002"]
     assert fleet.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:002").status_code == 404
 
 
 def test_geo_index_follows_moves_and_deletes(fleet: Any) -> None:
-    url = ("/ngsi-ld/v1/entities?type=Vehicle&georel=near;maxDistance==500&geometry=Point"
-           "&coordinates=[140.0,42.0]")
+    url = (
+        "/ngsi-ld/v1/entities?type=Vehicle&georel=near;maxDistance==500&geometry=Point"
+        "&coordinates=[140.0,42.0]"
+    )
     assert ids(fleet.get(url, headers={"Link": LINK})) == []
-    r = fleet.patch("/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:005/attrs",
-                    json={"location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [140.0, 42.0]}}},
-                    headers=H)
+    r = fleet.patch(
+        "/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:005/attrs",
+        json={"location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [140.0, 42.0]}}},
+        headers=H,
+    )
     assert r.status_code == 204
     assert ids(fleet.get(url, headers={"Link": LINK})) == ["urn:ngsi-ld:Vehicle:005"]
     fleet.delete("/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:005")

@@ -27,12 +27,18 @@ def test_acknowledged_writes_survive_kill9(db_url: str, platform: object) -> Non
             while not stop.is_set():
                 eid = f"urn:ngsi-ld:Tank:{i}"
                 try:
-                    r = http.post("/ngsi-ld/v1/entities", headers=H, json={
-                        "id": eid, "type": "Tank", "level": {"type": "Property", "value": 0}})
+                    r = http.post(
+                        "/ngsi-ld/v1/entities",
+                        headers=H,
+                        json={"id": eid, "type": "Tank", "level": {"type": "Property", "value": 0}},
+                    )
                     if r.status_code == 201:
                         acked_creates.append(eid)
-                    r = http.patch(f"/ngsi-ld/v1/entities/{eid}/attrs", headers=H,
-                                   json={"level": {"type": "Property", "value": i + 1}})
+                    r = http.patch(
+                        f"/ngsi-ld/v1/entities/{eid}/attrs",
+                        headers=H,
+                        json={"level": {"type": "Property", "value": i + 1}},
+                    )
                     if r.status_code == 204:
                         acked_levels[eid] = i + 1
                 except httpx.HTTPError:
@@ -53,8 +59,10 @@ def test_acknowledged_writes_survive_kill9(db_url: str, platform: object) -> Non
             got: dict[str, int] = {}
             offset = 0
             while True:
-                page = http.get("/ngsi-ld/v1/entities", params={"type": "Tank", "limit": 1000, "offset": offset,
-                                                                 "options": "keyValues"})
+                page = http.get(
+                    "/ngsi-ld/v1/entities",
+                    params={"type": "Tank", "limit": 1000, "offset": offset, "options": "keyValues"},
+                )
                 assert page.status_code == 200
                 rows = page.json()
                 got.update({e["id"]: e["level"] for e in rows})

@@ -21,8 +21,17 @@ def _app() -> object:
     plat = Platform.open(make_settings(f"sqlite:///{path}"))
     app = create_app(plat.settings, services=[broker_service], platform=plat)
     broker = plat.parts["broker"]
-    broker.upsert(None, [{"id": "urn:ngsi-ld:Thing:1", "type": "Thing", "level": 3,
-                          "location": {"type": "Point", "coordinates": [141.35, 43.06]}}])
+    broker.upsert(
+        None,
+        [
+            {
+                "id": "urn:ngsi-ld:Thing:1",
+                "type": "Thing",
+                "level": 3,
+                "location": {"type": "Point", "coordinates": [141.35, 43.06]},
+            }
+        ],
+    )
     return app
 
 
@@ -34,5 +43,6 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: schemathesis.Case) -> None:
     response = case.call()
-    assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}: " \
-                                       f"{response.text[:500]}"
+    assert response.status_code < 500, (
+        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+    )

@@ -35,8 +35,11 @@ def test_keys_create_list_revoke_and_use(tmp_path: Path) -> None:
     try:
         headers = {"Authorization": f"Bearer {key}", "NGSILD-Tenant": "011002"}
         admin = run(["keys", "create", "--role", "admin"], db).stdout.strip().splitlines()[-1]
-        r = httpx.post(f"{server.url}/ngsi-ld/v1/entities", headers={"Authorization": f"Bearer {admin}",
-                       "NGSILD-Tenant": "011002"}, json={"id": "urn:x:1", "type": "T"})
+        r = httpx.post(
+            f"{server.url}/ngsi-ld/v1/entities",
+            headers={"Authorization": f"Bearer {admin}", "NGSILD-Tenant": "011002"},
+            json={"id": "urn:x:1", "type": "T"},
+        )
         assert r.status_code == 201, r.text
         assert httpx.get(f"{server.url}/ngsi-ld/v1/entities/urn:x:1", headers=headers).status_code == 200
         assert run(["keys", "revoke", key_id], db).returncode == 0

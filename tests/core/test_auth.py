@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,8 +74,11 @@ def test_password_hash_roundtrip() -> None:
 def test_anonymous_reads_public_only_and_cannot_write(secured: tuple[TestClient, Platform]) -> None:
     client, plat = secured
     admin = plat.keys.create("admin").key
-    r = client.post("/ngsi-ld/v1/entityOperations/create",
-                    json=[ent("urn:a:1", public=True), ent("urn:a:2")], headers=H | bearer(admin))
+    r = client.post(
+        "/ngsi-ld/v1/entityOperations/create",
+        json=[ent("urn:a:1", public=True), ent("urn:a:2")],
+        headers=H | bearer(admin),
+    )
     assert r.status_code == 201, r.text
     got = client.get("/ngsi-ld/v1/entities?type=Device").json()
     assert [e["id"] for e in got] == ["urn:a:1"]
@@ -92,7 +94,12 @@ def test_operator_is_confined_to_its_tenant(secured: tuple[TestClient, Platform]
     iwamizawa = plat.keys.create("operator", tenant="012106").key
     t_sap = {"NGSILD-Tenant": "011002"}
     t_iwa = {"NGSILD-Tenant": "012106"}
-    assert client.post("/ngsi-ld/v1/entities", json=ent("urn:s:1"), headers=H | t_sap | bearer(sapporo)).status_code == 201
+    assert (
+        client.post(
+            "/ngsi-ld/v1/entities", json=ent("urn:s:1"), headers=H | t_sap | bearer(sapporo)
+        ).status_code
+        == 201
+    )
     r = client.post("/ngsi-ld/v1/entities", json=ent("urn:s:2"), headers=H | t_sap | bearer(iwamizawa))
     assert r.status_code == 403
     assert client.get("/ngsi-ld/v1/entities/urn:s:1", headers=t_sap | bearer(iwamizawa)).status_code == 404
@@ -100,7 +107,9 @@ def test_operator_is_confined_to_its_tenant(secured: tuple[TestClient, Platform]
     got = client.get("/ngsi-ld/v1/entities?type=Device", headers=t_iwa | bearer(iwamizawa)).json()
     assert got == []
     # an operator may not create new tenants
-    r = client.post("/ngsi-ld/v1/entities", json=ent("urn:s:3"), headers=H | {"NGSILD-Tenant": "019999"} | bearer(sapporo))
+    r = client.post(
+        "/ngsi-ld/v1/entities", json=ent("urn:s:3"), headers=H | {"NGSILD-Tenant": "019999"} | bearer(sapporo)
+    )
     assert r.status_code == 404
 
 
@@ -108,23 +117,37 @@ def test_device_writes_only_its_own_entities(secured: tuple[TestClient, Platform
     client, plat = secured
     admin = plat.keys.create("admin").key
     t = {"NGSILD-Tenant": "011002"}
-    client.post("/ngsi-ld/v1/entityOperations/create",
-                json=[ent("urn:ngsi-ld:Device:tank-1"), ent("urn:ngsi-ld:Device:tank-2")],
-                headers=H | t | bearer(admin))
+    client.post(
+        "/ngsi-ld/v1/entityOperations/create",
+        json=[ent("urn:ngsi-ld:Device:tank-1"), ent("urn:ngsi-ld:Device:tank-2")],
+        headers=H | t | bearer(admin),
+    )
     dev = plat.keys.create("device", tenant="011002", entity_prefix="urn:ngsi-ld:Device:tank-1").key
     patch = {"level": {"type": "Property", "value": 7}}
-    r = client.patch("/ngsi-ld/v1/entities/urn:ngsi-ld:Device:tank-1/attrs", json=patch, headers=H | t | bearer(dev))
+    r = client.patch(
+        "/ngsi-ld/v1/entities/urn:ngsi-ld:Device:tank-1/attrs", json=patch, headers=H | t | bearer(dev)
+    )
     assert r.status_code == 204
-    r = client.patch("/ngsi-ld/v1/entities/urn:ngsi-ld:Device:tank-2/attrs", json=patch, headers=H | t | bearer(dev))
+    r = client.patch(
+        "/ngsi-ld/v1/entities/urn:ngsi-ld:Device:tank-2/attrs", json=patch, headers=H | t | bearer(dev)
+    )
     assert r.status_code == 403
-    r = client.post("/ngsi-ld/v1/entityOperations/upsert", json=[ent("urn:ngsi-ld:Device:tank-2")],
-                    headers=H | t | bearer(dev))
+    r = client.post(
+        "/ngsi-ld/v1/entityOperations/upsert",
+        json=[ent("urn:ngsi-ld:Device:tank-2")],
+        headers=H | t | bearer(dev),
+    )
     assert r.status_code == 207 and r.json()["errors"][0]["error"]["status"] == 403
-    assert client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Device:tank-2", headers=t | bearer(dev)).status_code == 404
+    assert (
+        client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Device:tank-2", headers=t | bearer(dev)).status_code
+        == 404
+    )
 
 
 def test_reader_cannot_write(secured: tuple[TestClient, Platform]) -> None:
     client, plat = secured
     reader = plat.keys.create("reader", tenant="011002").key
-    r = client.post("/ngsi-ld/v1/entities", json=ent("urn:r:1"), headers=H | {"NGSILD-Tenant": "011002"} | bearer(reader))
+    r = client.post(
+        "/ngsi-ld/v1/entities", json=ent("urn:r:1"), headers=H | {"NGSILD-Tenant": "011002"} | bearer(reader)
+    )
     assert r.status_code == 403

@@ -1,4 +1,4 @@
-"""Browser-test fixtures: a real uvicorn server on a loopback port over a temp SQLite DB, and Debian's Chromium."""
+"""Browser-test fixtures: a real uvicorn server on a loopback port over temp SQLite, and Debian's Chromium."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from society5.core.platform import Platform
 from tests.conftest import make_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 STAFF_USER, STAFF_PASSWORD = "staff", "staff-password-1"
 SAPPORO = "011002"
 
@@ -39,7 +39,8 @@ def seed_entities() -> list[dict[str, Any]]:
     ents.append({"id": "urn:ngsi-ld:RoadSegment:e2e-1", "type": "RoadSegment", "scope": "/public",
                  "name": "除雪路線 1",
                  "location": {"type": "LineString", "coordinates": [[141.33, 43.05], [141.35, 43.07]]}})
-    ents.append({"id": "urn:ngsi-ld:AgriParcel:e2e-1", "type": "AgriParcel", "scope": "/public", "name": "圃場 1",
+    ents.append({"id": "urn:ngsi-ld:AgriParcel:e2e-1", "type": "AgriParcel", "scope": "/public",
+                 "name": "圃場 1",
                  "location": {"type": "Polygon", "coordinates": [[[141.40, 43.10], [141.41, 43.10],
                                                                   [141.41, 43.11], [141.40, 43.11],
                                                                   [141.40, 43.10]]]}})
@@ -103,18 +104,29 @@ def _offline(context: Any) -> Any:
     return context
 
 
+def _checked_page(context: Any) -> Iterator[Any]:
+    """A page that fails the test afterwards if a script threw or the console showed an error (a CSP
+    violation, say); failed tile loads are expected offline and ignored."""
+    errors: list[str] = []
+    page = context.new_page()
+    page.on("pageerror", lambda err: errors.append(f"uncaught: {err}"))
+    page.on("console", lambda msg: errors.append(f"console: {msg.text}")
+            if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+    yield page
+    context.close()
+    assert not errors, "\n".join(errors)
+
+
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     """A desktop-sized page in a fresh browser context (no cookies)."""
-    context = _offline(browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP"))
-    yield context.new_page()
-    context.close()
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")
+    yield from _checked_page(_offline(context))
 
 
 @pytest.fixture
 def phone(browser: Any) -> Iterator[Any]:
     """A phone-sized page (390×844, touch) in a fresh browser context."""
-    context = _offline(browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                           is_mobile=True, has_touch=True, locale="ja-JP"))
-    yield context.new_page()
-    context.close()
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True, locale="ja-JP")
+    yield from _checked_page(_offline(context))

@@ -38,7 +38,8 @@ SAPPORO_ENTITIES = [
 IWAMIZAWA_ENTITIES = [
     {"id": "urn:ngsi-ld:RoadSegment:b-1", "type": "RoadSegment", "scope": "/public", "name": "除雪路線 B",
      "location": {"type": "LineString", "coordinates": [[141.77, 43.19], [141.78, 43.20]]}},
-    {"id": "urn:ngsi-ld:Vehicle:b-secret", "type": "Vehicle", "name": "非公開車両 B", "location": point(141.77, 43.2)},
+    {"id": "urn:ngsi-ld:Vehicle:b-secret", "type": "Vehicle", "name": "非公開車両 B",
+     "location": point(141.77, 43.2)},
 ]
 
 
@@ -58,7 +59,7 @@ BEARS = Service(name="bears", title="ヒグマ出没情報", title_en="Brown bea
 
 @pytest.fixture
 def site(platform: Platform) -> Iterator[TestClient]:
-    """The broker, the web shell and a stand-in service with pages; auth on, two tenants, three staff users."""
+    """The broker, the web shell and a stand-in service with pages; auth on, two tenants, three users."""
     from society5.broker.service import service as broker_service
     from society5.web.app import create_app
     from society5.web.service import service as web_service
@@ -150,7 +151,8 @@ def test_browser_lists_tenants_and_types(site: TestClient) -> None:
     html = site.get(f"/entities?tenant={SAPPORO}").text
     tenants = re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', html.split('id="f-tenant"')[1]
                          .split("</select>")[0])
-    assert tenants == [("default", "default 既定テナント"), (SAPPORO, "011002 札幌市"), (IWAMIZAWA, "012106 岩見沢市")]
+    assert tenants == [("default", "default 既定テナント"), (SAPPORO, "011002 札幌市"),
+                       (IWAMIZAWA, "012106 岩見沢市")]
     assert f'<option value="{SAPPORO}" selected>' in html
     types = re.findall(r'<option value="([^"]*)"', html.split('id="f-type"')[1].split("</select>")[0])
     assert types == ["", "Device", "WeatherObserved"]  # anonymous: public types of this tenant only
@@ -166,7 +168,8 @@ def test_browser_finds_entities_by_type(site: TestClient, platform: Platform) ->
     assert f'class="nowrap">{to_jst(modified)}</td>' in r.text
     feats = features(r.text)
     assert [f["geometry"] for f in feats] == [point(141.35, 43.06)]
-    assert feats[0]["properties"]["url"] == f"/entities/view?id=urn%3Angsi-ld%3AWeatherObserved%3Aa-1&tenant={SAPPORO}"
+    view = f"/entities/view?id=urn%3Angsi-ld%3AWeatherObserved%3Aa-1&tenant={SAPPORO}"
+    assert feats[0]["properties"]["url"] == view
     # The map is configured with the GSI standard tiles and their attribution.
     assert 'data-tiles="https://cyberjapandata.gsi.go.jp/xyz/std/{z}/{x}/{y}.png"' in r.text
     assert "地理院タイル" in r.text and "/static/vendor/leaflet/leaflet.js" in r.text
@@ -324,7 +327,7 @@ def test_an_operator_does_not_see_another_tenants_private_entities(site: TestCli
     login(site, "iwamizawa")
     r = site.get(f"/entities?tenant={SAPPORO}")
     assert ids(r.text) == ["urn:ngsi-ld:Device:a-1", "urn:ngsi-ld:WeatherObserved:a-1"]
-    assert "ログインしていないため" not in r.text and "公開データ（scope /public）のみ" in r.text
+    assert "ログインしていないため" not in r.text and "非公開データを見る権限がないため" in r.text
     types = re.findall(r'<option value="([^"]*)"', r.text.split('id="f-type"')[1].split("</select>")[0])
     assert "Alert" not in types
     for secret in ("urn:ngsi-ld:Device:a-secret", "urn:ngsi-ld:Alert:a-1"):
@@ -348,7 +351,8 @@ def test_text_from_entities_is_escaped(site: TestClient, platform: Platform) -> 
               site.get("/entities/view", params={"id": "urn:ngsi-ld:Device:evil", "tenant": SAPPORO})):
         assert r.status_code == 200
         assert evil not in r.text and "<img src=x" not in r.text
-    names = [f["properties"]["name"] for f in features(site.get(f"/entities?tenant={SAPPORO}&type=Device").text)]
+    page = site.get(f"/entities?tenant={SAPPORO}&type=Device").text
+    names = [f["properties"]["name"] for f in features(page)]
     assert evil in names  # intact as data, escaped as markup
 
 

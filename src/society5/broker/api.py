@@ -35,7 +35,9 @@ from society5.core.http import platform_of, principal_of
 
 router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"])
 
-TenantHeader = Header(default=None, alias="NGSILD-Tenant", description="tenant: the municipality's 団体コード")
+TenantHeader = Header(
+    default=None, alias="NGSILD-Tenant", description="tenant: the municipality's 団体コード"
+)
 
 
 def broker_of(request: Request) -> Broker:
@@ -57,12 +59,28 @@ def _get_ctx(request: Request) -> ActiveContext:
     return broker_of(request).context(parse_link_header(request.headers.get("link")))
 
 
-def _renderer(ctx: ActiveContext, options: str | None, fmt: str | None, attrs: set[str] | None = None,
-              pick: str | None = None, omit: str | None = None, lang: str | None = None,
-              dataset_id: str | None = None) -> Renderer:
+def _renderer(
+    ctx: ActiveContext,
+    options: str | None,
+    fmt: str | None,
+    attrs: set[str] | None = None,
+    pick: str | None = None,
+    omit: str | None = None,
+    lang: str | None = None,
+    dataset_id: str | None = None,
+) -> Renderer:
     opts = flag_set(options)
-    unknown = opts - {"keyValues", "simplified", "concise", "normalized", "sysAttrs", "noOverwrite",
-                      "replace", "update", "temporalValues"}
+    unknown = opts - {
+        "keyValues",
+        "simplified",
+        "concise",
+        "normalized",
+        "sysAttrs",
+        "noOverwrite",
+        "replace",
+        "update",
+        "temporalValues",
+    }
     if unknown:
         raise BadRequest(f"options: unknown value(s) {', '.join(sorted(unknown))}")
     form = "normalized"
@@ -78,10 +96,16 @@ def _renderer(ctx: ActiveContext, options: str | None, fmt: str | None, attrs: s
         form = "keyValues"
     if pick and omit:
         raise BadRequest("pick and omit cannot be used together")
-    return Renderer(ctx, fmt=form, sys_attrs="sysAttrs" in opts, attrs=attrs,
-                    pick=flag_set(pick) or None if pick is not None else None,
-                    omit=flag_set(omit) or None if omit is not None else None,
-                    lang=lang, datasets=flag_set(dataset_id) or None if dataset_id else None)
+    return Renderer(
+        ctx,
+        fmt=form,
+        sys_attrs="sysAttrs" in opts,
+        attrs=attrs,
+        pick=flag_set(pick) or None if pick is not None else None,
+        omit=flag_set(omit) or None if omit is not None else None,
+        lang=lang,
+        datasets=flag_set(dataset_id) or None if dataset_id else None,
+    )
 
 
 def _attrs_param(value: str | None, ctx: ActiveContext) -> set[str] | None:
@@ -101,8 +125,14 @@ def _geojson(entities: list[dict[str, Any]], geo_prop: str) -> Any:
         geom = ent.get(geo_prop)
         if isinstance(geom, dict) and "value" in geom and isinstance(geom["value"], dict):
             geom = geom["value"]
-        features.append({"id": ent.get("id"), "type": "Feature", "geometry": geom if isinstance(geom, dict) else None,
-                         "properties": {k: v for k, v in ent.items() if k != "id"}})
+        features.append(
+            {
+                "id": ent.get("id"),
+                "type": "Feature",
+                "geometry": geom if isinstance(geom, dict) else None,
+                "properties": {k: v for k, v in ent.items() if k != "id"},
+            }
+        )
     return features
 
 
@@ -171,7 +201,9 @@ def query_entities(
     b = broker_of(request)
     settings = platform_of(request).settings
     if not any((id, type, idPattern, attrs, q, georel, scopeQ)) and not bool_param(local, "local"):
-        raise BadRequest("give at least one of type, id, idPattern, attrs, q, georel or scopeQ (or local=true)")
+        raise BadRequest(
+            "give at least one of type, id, idPattern, attrs, q, georel or scopeQ (or local=true)"
+        )
     query = EntityQuery(
         ids=_ids_param(id),
         id_pattern=_pattern(idPattern),
@@ -242,44 +274,61 @@ async def merge_entity(request: Request, entity_id: str, tenant: str | None = Te
 
 
 @router.delete("/entities/{entity_id}", status_code=204, summary="Delete an entity")
-def delete_entity(request: Request, entity_id: str, tenant: str | None = TenantHeader,
-                  type: str | None = None) -> Response:
+def delete_entity(
+    request: Request, entity_id: str, tenant: str | None = TenantHeader, type: str | None = None
+) -> Response:
     check_uri(entity_id, "entity id")
     broker_of(request).delete_entity(tenant, entity_id, principal_of(request))
     return Response(status_code=204)
 
 
-@router.post("/entities/{entity_id}/attrs", status_code=204, openapi_extra=body_doc(),
-             summary="Append attributes")
-async def append_attrs(request: Request, entity_id: str, tenant: str | None = TenantHeader,
-                       options: str | None = None) -> Response:
+@router.post(
+    "/entities/{entity_id}/attrs", status_code=204, openapi_extra=body_doc(), summary="Append attributes"
+)
+async def append_attrs(
+    request: Request, entity_id: str, tenant: str | None = TenantHeader, options: str | None = None
+) -> Response:
     body, ctx = await _body(request)
     opts = flag_set(options)
-    result = broker_of(request).append_attrs(tenant, entity_id, body, ctx, principal_of(request),
-                                             no_overwrite="noOverwrite" in opts)
+    result = broker_of(request).append_attrs(
+        tenant, entity_id, body, ctx, principal_of(request), no_overwrite="noOverwrite" in opts
+    )
     return _update_response(result)
 
 
-@router.patch("/entities/{entity_id}/attrs", status_code=204, openapi_extra=body_doc(),
-              summary="Update attributes")
+@router.patch(
+    "/entities/{entity_id}/attrs", status_code=204, openapi_extra=body_doc(), summary="Update attributes"
+)
 async def update_attrs(request: Request, entity_id: str, tenant: str | None = TenantHeader) -> Response:
     body, ctx = await _body(request)
     result = broker_of(request).update_attrs(tenant, entity_id, body, ctx, principal_of(request))
     return _update_response(result)
 
 
-@router.patch("/entities/{entity_id}/attrs/{attr}", status_code=204, openapi_extra=body_doc(),
-              summary="Partial attribute update")
-async def patch_attr(request: Request, entity_id: str, attr: str, tenant: str | None = TenantHeader) -> Response:
+@router.patch(
+    "/entities/{entity_id}/attrs/{attr}",
+    status_code=204,
+    openapi_extra=body_doc(),
+    summary="Partial attribute update",
+)
+async def patch_attr(
+    request: Request, entity_id: str, attr: str, tenant: str | None = TenantHeader
+) -> Response:
     body, ctx = await _body(request)
     check_attr_name(attr)
     broker_of(request).patch_attr(tenant, entity_id, attr, body, ctx, principal_of(request))
     return Response(status_code=204)
 
 
-@router.put("/entities/{entity_id}/attrs/{attr}", status_code=204, openapi_extra=body_doc(),
-            summary="Replace an attribute")
-async def replace_attr(request: Request, entity_id: str, attr: str, tenant: str | None = TenantHeader) -> Response:
+@router.put(
+    "/entities/{entity_id}/attrs/{attr}",
+    status_code=204,
+    openapi_extra=body_doc(),
+    summary="Replace an attribute",
+)
+async def replace_attr(
+    request: Request, entity_id: str, attr: str, tenant: str | None = TenantHeader
+) -> Response:
     body, ctx = await _body(request)
     check_attr_name(attr)
     broker_of(request).replace_attr(tenant, entity_id, attr, body, ctx, principal_of(request))
@@ -287,14 +336,27 @@ async def replace_attr(request: Request, entity_id: str, attr: str, tenant: str 
 
 
 @router.delete("/entities/{entity_id}/attrs/{attr}", status_code=204, summary="Delete an attribute")
-def delete_attr(request: Request, entity_id: str, attr: str, tenant: str | None = TenantHeader,
-                datasetId: str | None = None, deleteAll: str | None = None) -> Response:
+def delete_attr(
+    request: Request,
+    entity_id: str,
+    attr: str,
+    tenant: str | None = TenantHeader,
+    datasetId: str | None = None,
+    deleteAll: str | None = None,
+) -> Response:
     check_uri(entity_id, "entity id")
     check_attr_name(attr)
     if datasetId is not None:
         check_uri(datasetId, "datasetId")
-    broker_of(request).delete_attr(tenant, entity_id, attr, _get_ctx(request), principal_of(request),
-                                   dataset_id=datasetId, delete_all=bool_param(deleteAll, "deleteAll"))
+    broker_of(request).delete_attr(
+        tenant,
+        entity_id,
+        attr,
+        _get_ctx(request),
+        principal_of(request),
+        dataset_id=datasetId,
+        delete_all=bool_param(deleteAll, "deleteAll"),
+    )
     return Response(status_code=204)
 
 
@@ -326,30 +388,42 @@ async def batch_create(request: Request, tenant: str | None = TenantHeader) -> R
 
 
 @router.post("/entityOperations/upsert", openapi_extra=body_doc(), summary="Batch upsert")
-async def batch_upsert(request: Request, tenant: str | None = TenantHeader, options: str | None = None) -> Response:
+async def batch_upsert(
+    request: Request, tenant: str | None = TenantHeader, options: str | None = None
+) -> Response:
     body, ctx, contexts = await _batch_body(request)
     opts = flag_set(options)
     if opts - {"replace", "update"}:
         raise BadRequest("options for upsert: replace or update")
     mode = "update" if "update" in opts else "replace"
-    result = broker_of(request).batch_upsert(tenant, body, ctx, principal_of(request), mode=mode,
-                                             contexts=contexts)
+    result = broker_of(request).batch_upsert(
+        tenant, body, ctx, principal_of(request), mode=mode, contexts=contexts
+    )
     return _batch_response(result, True, request)
 
 
 @router.post("/entityOperations/update", openapi_extra=body_doc(), summary="Batch update")
-async def batch_update(request: Request, tenant: str | None = TenantHeader, options: str | None = None) -> Response:
+async def batch_update(
+    request: Request, tenant: str | None = TenantHeader, options: str | None = None
+) -> Response:
     body, ctx, contexts = await _batch_body(request)
-    result = broker_of(request).batch_update(tenant, body, ctx, principal_of(request),
-                                             no_overwrite="noOverwrite" in flag_set(options), contexts=contexts)
+    result = broker_of(request).batch_update(
+        tenant,
+        body,
+        ctx,
+        principal_of(request),
+        no_overwrite="noOverwrite" in flag_set(options),
+        contexts=contexts,
+    )
     return _batch_response(result, False, request)
 
 
 @router.post("/entityOperations/merge", openapi_extra=body_doc(), summary="Batch merge")
 async def batch_merge(request: Request, tenant: str | None = TenantHeader) -> Response:
     body, ctx, contexts = await _batch_body(request)
-    result = broker_of(request).batch_update(tenant, body, ctx, principal_of(request), merge=True,
-                                             contexts=contexts)
+    result = broker_of(request).batch_update(
+        tenant, body, ctx, principal_of(request), merge=True, contexts=contexts
+    )
     return _batch_response(result, False, request)
 
 
@@ -361,13 +435,19 @@ async def batch_delete(request: Request, tenant: str | None = TenantHeader) -> R
 
 
 @router.post("/entityOperations/query", openapi_extra=body_doc(), summary="Query entities (POST)")
-async def post_query(request: Request, tenant: str | None = TenantHeader, limit: str | None = None,
-                     offset: str | None = None, count: str | None = None, options: str | None = None,
-                     format: str | None = None) -> Response:
+async def post_query(
+    request: Request,
+    tenant: str | None = TenantHeader,
+    limit: str | None = None,
+    offset: str | None = None,
+    count: str | None = None,
+    options: str | None = None,
+    format: str | None = None,
+) -> Response:
     media = accepted(request)
     body, ctx = await _body(request)
     if not isinstance(body, dict) or body.get("type") != "Query":
-        raise BadRequest("the body must be a Query object: {\"type\": \"Query\", ...}")
+        raise BadRequest('the body must be a Query object: {"type": "Query", ...}')
     settings = platform_of(request).settings
     ents = body.get("entities")
     ids: list[str] | None = None
@@ -392,11 +472,16 @@ async def post_query(request: Request, tenant: str | None = TenantHeader, limit:
     if geoq is not None and not isinstance(geoq, dict):
         raise BadRequest("geoQ must be an object with georel, geometry and coordinates")
     query = EntityQuery(
-        ids=ids, id_pattern=pattern, types=types,
+        ids=ids,
+        id_pattern=pattern,
+        types=types,
         attrs={ctx.expand(a) for a in attrs} if attrs else None,
         q=_q(body.get("q"), ctx),
-        geo=_geo(geoq.get("georel"), geoq.get("geometry"), geoq.get("coordinates"), geoq.get("geoproperty"), ctx)
-        if geoq else None,
+        geo=_geo(
+            geoq.get("georel"), geoq.get("geometry"), geoq.get("coordinates"), geoq.get("geoproperty"), ctx
+        )
+        if geoq
+        else None,
         scope=_scope(body.get("scopeQ")),
         limit=int_param(limit, "limit", settings.default_page_size, 0, settings.max_page_size),
         offset=int_param(offset, "offset", 0, 0, 10**9),
@@ -420,14 +505,21 @@ def list_types(request: Request, tenant: str | None = TenantHeader, details: str
     if bool_param(details, "details"):
         info = b.type_details(tenant, None, principal)
         body: Any = [
-            {"id": t, "type": "EntityType", "typeName": ctx.compact(t),
-             "attributeNames": sorted(ctx.compact(a) for a in attrs if a)}
+            {
+                "id": t,
+                "type": "EntityType",
+                "typeName": ctx.compact(t),
+                "attributeNames": sorted(ctx.compact(a) for a in attrs if a),
+            }
             for t, attrs in sorted(info.items())
         ]
     else:
         counts = b.type_counts(tenant, principal)
-        body = {"id": f"urn:ngsi-ld:EntityTypeList:{abs(hash(tuple(sorted(counts)))) % 10**12}",
-                "type": "EntityTypeList", "typeList": sorted(ctx.compact(t) for t in counts)}
+        body = {
+            "id": f"urn:ngsi-ld:EntityTypeList:{abs(hash(tuple(sorted(counts)))) % 10**12}",
+            "type": "EntityTypeList",
+            "typeList": sorted(ctx.compact(t) for t in counts),
+        }
     return json_response(body, media, ctx)
 
 
@@ -440,11 +532,19 @@ def type_info(request: Request, type_name: str, tenant: str | None = TenantHeade
     if not info:
         raise NotFound(f"no entity has type {type_name}")
     body = {
-        "id": iri, "type": "EntityTypeInfo", "typeName": ctx.compact(iri),
+        "id": iri,
+        "type": "EntityTypeInfo",
+        "typeName": ctx.compact(iri),
         "entityCount": info[""]["count"],
         "attributeDetails": [
-            {"id": a, "type": "Attribute", "attributeName": ctx.compact(a), "attributeTypes": sorted(v["types"])}
-            for a, v in sorted(info.items()) if a
+            {
+                "id": a,
+                "type": "Attribute",
+                "attributeName": ctx.compact(a),
+                "attributeTypes": sorted(v["types"]),
+            }
+            for a, v in sorted(info.items())
+            if a
         ],
     }
     return json_response(body, media, ctx)
@@ -465,19 +565,28 @@ def _attribute_index(request: Request, tenant: str | None) -> dict[str, dict[str
 
 
 @router.get("/attributes", summary="Available attributes")
-def list_attributes(request: Request, tenant: str | None = TenantHeader, details: str | None = None) -> Response:
+def list_attributes(
+    request: Request, tenant: str | None = TenantHeader, details: str | None = None
+) -> Response:
     media = accepted(request, allow_geo=False)
     ctx = _get_ctx(request)
     attrs = _attribute_index(request, tenant)
     if bool_param(details, "details"):
         body: Any = [
-            {"id": a, "type": "Attribute", "attributeName": ctx.compact(a),
-             "typeNames": sorted(ctx.compact(t) for t in v["entity_types"])}
+            {
+                "id": a,
+                "type": "Attribute",
+                "attributeName": ctx.compact(a),
+                "typeNames": sorted(ctx.compact(t) for t in v["entity_types"]),
+            }
             for a, v in sorted(attrs.items())
         ]
     else:
-        body = {"id": f"urn:ngsi-ld:AttributeList:{abs(hash(tuple(sorted(attrs)))) % 10**12}",
-                "type": "AttributeList", "attributeList": sorted(ctx.compact(a) for a in attrs)}
+        body = {
+            "id": f"urn:ngsi-ld:AttributeList:{abs(hash(tuple(sorted(attrs)))) % 10**12}",
+            "type": "AttributeList",
+            "attributeList": sorted(ctx.compact(a) for a in attrs),
+        }
     return json_response(body, media, ctx)
 
 
@@ -489,9 +598,14 @@ def attribute_info(request: Request, attr: str, tenant: str | None = TenantHeade
     info = _attribute_index(request, tenant).get(iri)
     if info is None:
         raise NotFound(f"no entity has attribute {attr}")
-    body = {"id": iri, "type": "Attribute", "attributeName": ctx.compact(iri), "attributeCount": info["count"],
-            "attributeTypes": sorted(info["types"]),
-            "typeNames": sorted(ctx.compact(t) for t in info["entity_types"])}
+    body = {
+        "id": iri,
+        "type": "Attribute",
+        "attributeName": ctx.compact(iri),
+        "attributeCount": info["count"],
+        "attributeTypes": sorted(info["types"]),
+        "typeNames": sorted(ctx.compact(t) for t in info["entity_types"]),
+    }
     return json_response(body, media, ctx)
 
 

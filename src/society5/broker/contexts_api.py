@@ -45,7 +45,7 @@ async def add_context(request: Request) -> Response:
         raise Unauthorized("adding a context needs an API key")
     body, _ = await read_json(request, platform_of(request).settings.max_body_bytes)
     if not isinstance(body, dict) or "@context" not in body:
-        raise BadRequest("the body must be a JSON-LD context document: {\"@context\": {...}}")
+        raise BadRequest('the body must be a JSON-LD context document: {"@context": {...}}')
     ctx = body["@context"]
     if not isinstance(ctx, dict | list | str):
         raise BadRequest("@context must be an object, a URL or a list of them")
@@ -55,7 +55,9 @@ async def add_context(request: Request) -> Response:
     url = _hosted_url(request, ident)
     b.contexts.add(url, body, kind="Hosted")
     with b.engine.begin() as conn:
-        conn.execute(contexts_table.insert().values(url=url, kind="Hosted", body=body, created_at=now_iso(), uses=0))
+        conn.execute(
+            contexts_table.insert().values(url=url, kind="Hosted", body=body, created_at=now_iso(), uses=0)
+        )
     return Response(status_code=201, headers={"Location": url})
 
 
@@ -67,7 +69,9 @@ def get_context(request: Request, context_id: str, details: str | None = None) -
     if doc is None:
         raise NotFound(f"no @context {context_id} in the cache")
     if bool_param(details, "details"):
-        return json_response({"URL": url, "localId": url.rsplit("/", 1)[-1], "kind": store.kind(url)}, JSON, None)
+        return json_response(
+            {"URL": url, "localId": url.rsplit("/", 1)[-1], "kind": store.kind(url)}, JSON, None
+        )
     return Response(content=_dumps(doc), media_type="application/ld+json")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,8 +74,9 @@ class Broker:
             raise NotFound(f"tenant {name!r} does not exist", title="NonexistentTenant")
         return name
 
-    def _changed(self, conn: Connection, tenant: str, old: dict[str, Any] | None,
-                 new: dict[str, Any] | None) -> None:
+    def _changed(
+        self, conn: Connection, tenant: str, old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> None:
         for listener in self.listeners:
             listener(conn, tenant, old, new)
 
@@ -87,14 +87,21 @@ class Broker:
         return doc
 
     # -- single entities -----------------------------------------------------------------------------------
-    def create_entity(self, tenant: str | None, payload: Any, ctx: ActiveContext | None = None,
-                      principal: Principal = SUPERUSER) -> str:
+    def create_entity(
+        self,
+        tenant: str | None,
+        payload: Any,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+    ) -> str:
         result = self.batch_create(tenant, [payload], ctx, principal)
         if result.errors:
             raise result.errors[0][1]
         return result.success[0]
 
-    def retrieve(self, tenant: str | None, entity_id: str, principal: Principal = SUPERUSER) -> dict[str, Any]:
+    def retrieve(
+        self, tenant: str | None, entity_id: str, principal: Principal = SUPERUSER
+    ) -> dict[str, Any]:
         check_uri(entity_id, "entity id")
         name = self.tenant_for_read(tenant)
         with self.engine.connect() as conn:
@@ -103,8 +110,14 @@ class Broker:
             raise NotFound(f"entity {entity_id} does not exist")
         return doc
 
-    def replace_entity(self, tenant: str | None, entity_id: str, payload: Any, ctx: ActiveContext | None = None,
-                       principal: Principal = SUPERUSER) -> None:
+    def replace_entity(
+        self,
+        tenant: str | None,
+        entity_id: str,
+        payload: Any,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+    ) -> None:
         ctx = ctx or self.context()
         check_uri(entity_id, "entity id")
         name = self.tenant_for_read(tenant)
@@ -112,7 +125,9 @@ class Broker:
         now = now_iso()
         if isinstance(payload, dict) and "id" in payload and payload["id"] != entity_id:
             raise BadRequest(f"id in the body ({payload['id']}) differs from the id in the URL")
-        doc = EntityParser(ctx, now).entity({**payload, "id": entity_id} if isinstance(payload, dict) else payload)
+        doc = EntityParser(ctx, now).entity(
+            {**payload, "id": entity_id} if isinstance(payload, dict) else payload
+        )
         with self.engine.begin() as conn:
             old = self._load(conn, name, entity_id, principal)
             doc["createdAt"], doc["modifiedAt"] = old["createdAt"], now
@@ -124,8 +139,13 @@ class Broker:
         if result.errors:
             raise result.errors[0][1]
 
-    def _modify(self, tenant: str | None, entity_id: str, principal: Principal,
-                change: Callable[[dict[str, Any], str], Any]) -> Any:
+    def _modify(
+        self,
+        tenant: str | None,
+        entity_id: str,
+        principal: Principal,
+        change: Callable[[dict[str, Any], str], Any],
+    ) -> Any:
         check_uri(entity_id, "entity id")
         name = self.tenant_for_read(tenant)
         principal.check_write(name, entity_id)
@@ -140,22 +160,47 @@ class Broker:
                 self._changed(conn, name, old, new)
         return outcome
 
-    def append_attrs(self, tenant: str | None, entity_id: str, payload: Any, ctx: ActiveContext | None = None,
-                     principal: Principal = SUPERUSER, no_overwrite: bool = False) -> UpdateResult:
+    def append_attrs(
+        self,
+        tenant: str | None,
+        entity_id: str,
+        payload: Any,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+        no_overwrite: bool = False,
+    ) -> UpdateResult:
         ctx = ctx or self.context()
         attrs = _attrs_payload(payload, ctx, entity_id)
-        return self._modify(tenant, entity_id, principal,
-                            lambda doc, now: _append(doc, EntityParser(ctx, now), attrs, ctx, no_overwrite))
+        return self._modify(
+            tenant,
+            entity_id,
+            principal,
+            lambda doc, now: _append(doc, EntityParser(ctx, now), attrs, ctx, no_overwrite),
+        )
 
-    def update_attrs(self, tenant: str | None, entity_id: str, payload: Any, ctx: ActiveContext | None = None,
-                     principal: Principal = SUPERUSER) -> UpdateResult:
+    def update_attrs(
+        self,
+        tenant: str | None,
+        entity_id: str,
+        payload: Any,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+    ) -> UpdateResult:
         ctx = ctx or self.context()
         attrs = _attrs_payload(payload, ctx, entity_id)
-        return self._modify(tenant, entity_id, principal,
-                            lambda doc, now: _update(doc, EntityParser(ctx, now), attrs, ctx))
+        return self._modify(
+            tenant, entity_id, principal, lambda doc, now: _update(doc, EntityParser(ctx, now), attrs, ctx)
+        )
 
-    def patch_attr(self, tenant: str | None, entity_id: str, attr: str, payload: Any,
-                   ctx: ActiveContext | None = None, principal: Principal = SUPERUSER) -> None:
+    def patch_attr(
+        self,
+        tenant: str | None,
+        entity_id: str,
+        attr: str,
+        payload: Any,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+    ) -> None:
         ctx = ctx or self.context()
         if not isinstance(payload, dict):
             raise BadRequest("the body of a partial attribute update must be a JSON object")
@@ -166,8 +211,10 @@ class Broker:
             dataset = payload.get("datasetId")
             target = next((i for i in instances or () if i.get("datasetId") == dataset), None)
             if target is None:
-                raise NotFound(f"entity {entity_id} has no attribute {attr}"
-                               + (f" with datasetId {dataset}" if dataset else ""))
+                raise NotFound(
+                    f"entity {entity_id} has no attribute {attr}"
+                    + (f" with datasetId {dataset}" if dataset else "")
+                )
             parser = EntityParser(ctx, now)
             merged = _merge_instance(target, payload, parser, attr)
             if merged is None:
@@ -179,8 +226,15 @@ class Broker:
 
         self._modify(tenant, entity_id, principal, change)
 
-    def replace_attr(self, tenant: str | None, entity_id: str, attr: str, payload: Any,
-                     ctx: ActiveContext | None = None, principal: Principal = SUPERUSER) -> None:
+    def replace_attr(
+        self,
+        tenant: str | None,
+        entity_id: str,
+        attr: str,
+        payload: Any,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+    ) -> None:
         ctx = ctx or self.context()
         iri = ctx.expand(attr)
 
@@ -192,9 +246,16 @@ class Broker:
 
         self._modify(tenant, entity_id, principal, change)
 
-    def delete_attr(self, tenant: str | None, entity_id: str, attr: str, ctx: ActiveContext | None = None,
-                    principal: Principal = SUPERUSER, dataset_id: str | None = None,
-                    delete_all: bool = False) -> None:
+    def delete_attr(
+        self,
+        tenant: str | None,
+        entity_id: str,
+        attr: str,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+        dataset_id: str | None = None,
+        delete_all: bool = False,
+    ) -> None:
         ctx = ctx or self.context()
         iri = ctx.expand(attr)
 
@@ -215,20 +276,35 @@ class Broker:
 
         self._modify(tenant, entity_id, principal, change)
 
-    def merge_entity(self, tenant: str | None, entity_id: str, payload: Any, ctx: ActiveContext | None = None,
-                     principal: Principal = SUPERUSER) -> None:
+    def merge_entity(
+        self,
+        tenant: str | None,
+        entity_id: str,
+        payload: Any,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+    ) -> None:
         ctx = ctx or self.context()
         if not isinstance(payload, dict):
             raise BadRequest("the body must be a JSON object")
         if "id" in payload and payload["id"] != entity_id:
             raise BadRequest(f"id in the body ({payload['id']}) differs from the id in the URL")
-        self._modify(tenant, entity_id, principal,
-                     lambda doc, now: _merge(doc, EntityParser(ctx, now), payload))
+        self._modify(
+            tenant, entity_id, principal, lambda doc, now: _merge(doc, EntityParser(ctx, now), payload)
+        )
 
     # -- batches -------------------------------------------------------------------------------------------
-    def _prepare_batch(self, payloads: Any, ctx: ActiveContext, now: str, need_type: bool,
-                       result: BatchResult, principal: Principal, tenant: str,
-                       contexts: Sequence[ActiveContext] | None = None) -> list[tuple[dict[str, Any], Any]]:
+    def _prepare_batch(
+        self,
+        payloads: Any,
+        ctx: ActiveContext,
+        now: str,
+        need_type: bool,
+        result: BatchResult,
+        principal: Principal,
+        tenant: str,
+        contexts: Sequence[ActiveContext] | None = None,
+    ) -> list[tuple[dict[str, Any], Any]]:
         if not isinstance(payloads, list):
             raise BadRequest("a batch operation takes a JSON array of entities")
         parsed: list[tuple[dict[str, Any], Any]] = []
@@ -244,9 +320,14 @@ class Broker:
             parsed.append((doc, payload))
         return parsed
 
-    def batch_create(self, tenant: str | None, payloads: Any, ctx: ActiveContext | None = None,
-                     principal: Principal = SUPERUSER,
-                     contexts: Sequence[ActiveContext] | None = None) -> BatchResult:
+    def batch_create(
+        self,
+        tenant: str | None,
+        payloads: Any,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+        contexts: Sequence[ActiveContext] | None = None,
+    ) -> BatchResult:
         ctx = ctx or self.context()
         name = self.tenant_for_write(tenant, principal)
         now = now_iso()
@@ -269,9 +350,15 @@ class Broker:
         result.success = result.created = [d["id"] for d in fresh]
         return result
 
-    def batch_upsert(self, tenant: str | None, payloads: Any, ctx: ActiveContext | None = None,
-                     principal: Principal = SUPERUSER, mode: str = "replace",
-                     contexts: Sequence[ActiveContext] | None = None) -> BatchResult:
+    def batch_upsert(
+        self,
+        tenant: str | None,
+        payloads: Any,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+        mode: str = "replace",
+        contexts: Sequence[ActiveContext] | None = None,
+    ) -> BatchResult:
         ctx = ctx or self.context()
         name = self.tenant_for_write(tenant, principal)
         now = now_iso()
@@ -313,9 +400,16 @@ class Broker:
         result.success = list(created) + list(updated)
         return result
 
-    def batch_update(self, tenant: str | None, payloads: Any, ctx: ActiveContext | None = None,
-                     principal: Principal = SUPERUSER, no_overwrite: bool = False, merge: bool = False,
-                     contexts: Sequence[ActiveContext] | None = None) -> BatchResult:
+    def batch_update(
+        self,
+        tenant: str | None,
+        payloads: Any,
+        ctx: ActiveContext | None = None,
+        principal: Principal = SUPERUSER,
+        no_overwrite: bool = False,
+        merge: bool = False,
+        contexts: Sequence[ActiveContext] | None = None,
+    ) -> BatchResult:
         ctx = ctx or self.context()
         name = self.tenant_for_read(tenant)
         now = now_iso()
@@ -323,7 +417,7 @@ class Broker:
         if not isinstance(payloads, list):
             raise BadRequest("a batch operation takes a JSON array of entities")
         with self.engine.begin() as conn:
-            ids = [p.get("id") for p in payloads if isinstance(p, dict) and isinstance(p.get("id"), str)]
+            ids = [p["id"] for p in payloads if isinstance(p, dict) and isinstance(p.get("id"), str)]
             existing = self.store.get_many(conn, name, ids)
             pairs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
             for i, payload in enumerate(payloads):
@@ -396,8 +490,9 @@ class Broker:
         with self.engine.connect() as conn:
             return self.store.type_counts(conn, name, not principal.can_read_private(name))
 
-    def type_details(self, tenant: str | None, types: Iterable[str] | None,
-                     principal: Principal = SUPERUSER) -> dict[str, dict[str, dict[str, Any]]]:
+    def type_details(
+        self, tenant: str | None, types: Iterable[str] | None, principal: Principal = SUPERUSER
+    ) -> dict[str, dict[str, dict[str, Any]]]:
         """For each type: attribute IRI → {"types": set of attribute types, "count": entities}."""
         name = self.tenant_for_read(tenant)
         out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -413,19 +508,34 @@ class Broker:
         return out
 
     # -- conveniences for services (compact names through the core context unless told otherwise) ----------
-    def upsert(self, tenant: str | None, entities: list[dict[str, Any]], context: Any = None,
-               mode: str = "update") -> BatchResult:
+    def upsert(
+        self, tenant: str | None, entities: list[dict[str, Any]], context: Any = None, mode: str = "update"
+    ) -> BatchResult:
         result = self.batch_upsert(tenant, entities, self.context(context), SUPERUSER, mode=mode)
         if result.errors:
             raise result.errors[0][1]
         return result
 
-    def get(self, tenant: str | None, entity_id: str, context: Any = None, fmt: str = "normalized",
-            principal: Principal = SUPERUSER) -> dict[str, Any]:
+    def get(
+        self,
+        tenant: str | None,
+        entity_id: str,
+        context: Any = None,
+        fmt: str = "normalized",
+        principal: Principal = SUPERUSER,
+    ) -> dict[str, Any]:
         return Renderer(self.context(context), fmt=fmt).entity(self.retrieve(tenant, entity_id, principal))
 
-    def find(self, tenant: str | None, type: str | None = None, q: str | None = None, context: Any = None,
-             fmt: str = "normalized", limit: int = 1000, principal: Principal = SUPERUSER) -> list[dict[str, Any]]:
+    def find(
+        self,
+        tenant: str | None,
+        type: str | None = None,
+        q: str | None = None,
+        context: Any = None,
+        fmt: str = "normalized",
+        limit: int = 1000,
+        principal: Principal = SUPERUSER,
+    ) -> list[dict[str, Any]]:
         from society5.broker.query import q as qlang
         from society5.broker.query.typeexpr import parse_type_expr
 
@@ -463,8 +573,9 @@ def _merge_types(doc: dict[str, Any], other: dict[str, Any]) -> None:
             doc["type"].append(t)
 
 
-def _put_instances(doc: dict[str, Any], iri: str, instances: list[dict[str, Any]],
-                   keep_others: bool = True) -> None:
+def _put_instances(
+    doc: dict[str, Any], iri: str, instances: list[dict[str, Any]], keep_others: bool = True
+) -> None:
     current = doc["attrs"].get(iri, [])
     by_ds = {i.get("datasetId"): i for i in current}
     for inst in instances:
@@ -492,8 +603,9 @@ def _delete_instances(doc: dict[str, Any], iri: str, inst: dict[str, Any]) -> bo
     return True
 
 
-def _append(doc: dict[str, Any], parser: EntityParser, payload: dict[str, Any], ctx: ActiveContext,
-            no_overwrite: bool) -> UpdateResult:
+def _append(
+    doc: dict[str, Any], parser: EntityParser, payload: dict[str, Any], ctx: ActiveContext, no_overwrite: bool
+) -> UpdateResult:
     result = UpdateResult()
     if "type" in payload and isinstance(payload, dict):
         from society5.broker.model import parse_types
@@ -503,8 +615,11 @@ def _append(doc: dict[str, Any], parser: EntityParser, payload: dict[str, Any], 
         from society5.broker.model import parse_scopes
 
         doc["scope"] = parse_scopes(payload["scope"])
-    attrs = payload if all(isinstance(v, list) for v in payload.values()) and _is_parsed(payload) else \
-        parser.attributes(payload, allow_null=True)
+    attrs = (
+        payload
+        if all(isinstance(v, list) for v in payload.values()) and _is_parsed(payload)
+        else parser.attributes(payload, allow_null=True)
+    )
     for iri, instances in attrs.items():
         name = ctx.compact(iri)
         nulls = [i for i in instances if has_null(i)]
@@ -520,7 +635,9 @@ def _append(doc: dict[str, Any], parser: EntityParser, payload: dict[str, Any], 
             existing = {i.get("datasetId") for i in doc["attrs"].get(iri, [])}
             fresh = [i for i in live if i.get("datasetId") not in existing]
             if len(fresh) < len(live):
-                result.not_updated.append({"attributeName": name, "reason": "attribute exists and noOverwrite is set"})
+                result.not_updated.append(
+                    {"attributeName": name, "reason": "attribute exists and noOverwrite is set"}
+                )
             live = fresh
             if not live:
                 continue
@@ -533,7 +650,9 @@ def _is_parsed(payload: dict[str, Any]) -> bool:
     return all(isinstance(i, dict) and "createdAt" in i for v in payload.values() for i in v)
 
 
-def _update(doc: dict[str, Any], parser: EntityParser, payload: dict[str, Any], ctx: ActiveContext) -> UpdateResult:
+def _update(
+    doc: dict[str, Any], parser: EntityParser, payload: dict[str, Any], ctx: ActiveContext
+) -> UpdateResult:
     result = UpdateResult()
     attrs = parser.attributes(payload, allow_null=True)
     for iri, instances in attrs.items():
@@ -552,8 +671,9 @@ def _update(doc: dict[str, Any], parser: EntityParser, payload: dict[str, Any], 
     return result
 
 
-def _merge_instance(target: dict[str, Any], payload: dict[str, Any], parser: EntityParser,
-                    attr: str) -> dict[str, Any] | None:
+def _merge_instance(
+    target: dict[str, Any], payload: dict[str, Any], parser: EntityParser, attr: str
+) -> dict[str, Any] | None:
     """Partial update of one instance; None means the payload deletes it (NGSI-LD Null)."""
     kind = payload.get("type", target.get("type", "Property"))
     member = VALUE_MEMBER.get(kind, "value")
@@ -596,13 +716,11 @@ def _merge(doc: dict[str, Any], parser: EntityParser, payload: dict[str, Any]) -
             if has_null(inst):
                 _delete_instances(doc, iri, inst)
                 continue
-            current = next((i for i in doc["attrs"].get(iri, []) if i.get("datasetId") == inst.get("datasetId")),
-                           None)
+            current = next(
+                (i for i in doc["attrs"].get(iri, []) if i.get("datasetId") == inst.get("datasetId")), None
+            )
             if current is not None and inst.get("type") == current.get("type"):
                 merged = dict(current)
                 merged.update({k: v for k, v in inst.items() if k != "createdAt"})
                 inst = merged
             _put_instances(doc, iri, [inst])
-
-
-

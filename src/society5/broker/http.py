@@ -67,8 +67,10 @@ def context_source(request: Request, body: Any = None, media: str = JSON) -> Any
             raise BadRequest("Content-Type application/ld+json needs an @context in the body (each entity)")
         return contexts[0]
     if isinstance(body, dict) and "@context" in body:
-        raise BadRequest("an @context in the body needs Content-Type application/ld+json; "
-                         "with application/json send the context in a Link header")
+        raise BadRequest(
+            "an @context in the body needs Content-Type application/ld+json; "
+            "with application/json send the context in a Link header"
+        )
     if isinstance(body, list) and any(isinstance(i, dict) and "@context" in i for i in body):
         raise BadRequest("an @context in the body needs Content-Type application/ld+json")
     return parse_link_header(request.headers.get("link"))
@@ -90,13 +92,20 @@ def accepted(request: Request, allow_geo: bool = True) -> str:
                     weight = float(val)
                 except ValueError:
                     weight = 0.0
-        choice = {"application/json": JSON, "application/*": JSON, "*/*": JSON, JSONLD: JSONLD,
-                  GEOJSON: GEOJSON if allow_geo else None}.get(media)
+        choice = {
+            "application/json": JSON,
+            "application/*": JSON,
+            "*/*": JSON,
+            JSONLD: JSONLD,
+            GEOJSON: GEOJSON if allow_geo else None,
+        }.get(media)
         if choice and weight > 0 and (best is None or weight > best[0]):
             best = (weight, choice)
     if best is None:
-        raise NotAcceptable(f"Accept {header!r}: this API answers application/json, application/ld+json"
-                            + (" or application/geo+json" if allow_geo else ""))
+        raise NotAcceptable(
+            f"Accept {header!r}: this API answers application/json, application/ld+json"
+            + (" or application/geo+json" if allow_geo else "")
+        )
     return best[1]
 
 
@@ -108,8 +117,13 @@ def context_url(ctx: ActiveContext) -> Any:
     return ctx.source if ctx.source is not None else CORE_CONTEXT_URL
 
 
-def json_response(payload: Any, media: str, ctx: ActiveContext | None, status: int = 200,
-                  headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    payload: Any,
+    media: str,
+    ctx: ActiveContext | None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """A body in the negotiated representation: Link header for JSON, @context in the body for JSON-LD."""
     hdrs = dict(headers or {})
     if ctx is not None:

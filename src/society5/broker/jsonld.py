@@ -41,7 +41,9 @@ _GEN_DELIMS = (":", "/", "?", "#", "[", "]", "@")
 
 
 def _load_core() -> dict[str, Any]:
-    text = resources.files("society5.broker").joinpath("contexts/ngsi-ld-core-context-v1.8.jsonld").read_text()
+    text = (
+        resources.files("society5.broker").joinpath("contexts/ngsi-ld-core-context-v1.8.jsonld").read_text()
+    )
     doc: dict[str, Any] = json.loads(text)
     return doc
 
@@ -136,7 +138,7 @@ def parse_link_header(value: str | None) -> str | None:
         rels = [s for s in segs[1:] if s.replace(" ", "").lower().startswith("rel=")]
         if not rels or any(LINK_REL in r for r in rels):
             return url
-    raise BadRequest("Link header: expected <URL>; rel=\"http://www.w3.org/ns/json-ld#context\"")
+    raise BadRequest('Link header: expected <URL>; rel="http://www.w3.org/ns/json-ld#context"')
 
 
 def link_header(url: str) -> str:

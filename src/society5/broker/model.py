@@ -51,8 +51,15 @@ MEMBER_TYPE = {
 }
 INSTANCE_META = ("datasetId", "observedAt", "unitCode", "createdAt", "modifiedAt", "deletedAt", "lang")
 RESERVED = {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt", "@id", "@type"}
-GEOJSON_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
-                 "GeometryCollection"}
+GEOJSON_TYPES = {
+    "Point",
+    "MultiPoint",
+    "LineString",
+    "MultiLineString",
+    "Polygon",
+    "MultiPolygon",
+    "GeometryCollection",
+}
 _BAD_NAME_CHARS = re.compile(r"[<>\"'=;()\s\\{}|^`]")
 _SCOPE_RE = re.compile(r"^/[^/\s#+]+(/[^/\s#+]+)*$")
 _DATETIME_TYPES = ("DateTime", "Date", "Time")
@@ -127,7 +134,9 @@ class EntityParser:
         doc["attrs"] = self.attributes(payload)
         return doc
 
-    def attributes(self, payload: dict[str, Any], *, allow_null: bool = False) -> dict[str, list[dict[str, Any]]]:
+    def attributes(
+        self, payload: dict[str, Any], *, allow_null: bool = False
+    ) -> dict[str, list[dict[str, Any]]]:
         attrs: dict[str, list[dict[str, Any]]] = {}
         for name, raw in payload.items():
             if name in RESERVED:
@@ -139,7 +148,11 @@ class EntityParser:
 
     def attribute(self, name: str, raw: Any, *, allow_null: bool = False) -> list[dict[str, Any]]:
         """All instances of one attribute (a list in the payload means a multi-attribute)."""
-        if isinstance(raw, list) and raw and all(isinstance(x, dict) and _looks_like_instance(x) for x in raw):
+        if (
+            isinstance(raw, list)
+            and raw
+            and all(isinstance(x, dict) and _looks_like_instance(x) for x in raw)
+        ):
             instances = [self.instance(name, x, allow_null=allow_null) for x in raw]
             seen: set[str | None] = set()
             for inst in instances:
@@ -157,8 +170,14 @@ class EntityParser:
                 return {"type": "Property", "value": NGSI_NULL}
             raise BadRequest(f"attribute {name!r} has no value (null is only allowed to delete in an update)")
         if not isinstance(raw, dict):
-            return self._finish(name, {"type": "GeoProperty" if geo else "Property", "value": raw}, allow_null)
-        if raw.get("type") in GEOJSON_TYPES and "coordinates" in raw or raw.get("type") == "GeometryCollection":
+            return self._finish(
+                name, {"type": "GeoProperty" if geo else "Property", "value": raw}, allow_null
+            )
+        if (
+            (raw.get("type") in GEOJSON_TYPES
+            and "coordinates" in raw)
+            or raw.get("type") == "GeometryCollection"
+        ):
             return self._finish(name, {"type": "GeoProperty", "value": raw}, allow_null)
         kind = raw.get("type")
         if kind is None:
@@ -167,7 +186,9 @@ class EntityParser:
                 if "@type" in raw and "@value" in raw:
                     return self._finish(name, {"type": "Property", "value": raw}, allow_null)
                 # a JSON object with no NGSI-LD member is a compound value (keyValues / concise form)
-                return self._finish(name, {"type": "GeoProperty" if geo else "Property", "value": raw}, allow_null)
+                return self._finish(
+                    name, {"type": "GeoProperty" if geo else "Property", "value": raw}, allow_null
+                )
             kind = MEMBER_TYPE[members[0]]
             if kind == "Property" and geo:
                 kind = "GeoProperty"
@@ -220,7 +241,9 @@ class EntityParser:
         elif kind == "Relationship":
             objs = value if isinstance(value, list) else [value]
             for obj in objs:
-                check_uri(obj if not isinstance(obj, dict) else obj.get("object"), f"attribute {name!r}: object")
+                check_uri(
+                    obj if not isinstance(obj, dict) else obj.get("object"), f"attribute {name!r}: object"
+                )
         elif kind == "LanguageProperty":
             if not isinstance(value, dict) or not all(isinstance(v, str | list) for v in value.values()):
                 raise BadRequest(f"attribute {name!r}: languageMap must map language tags to strings")
@@ -319,9 +342,11 @@ class Renderer:
     def instance(self, inst: dict[str, Any]) -> Any:
         kind = inst.get("type", "Property")
         member = VALUE_MEMBER.get(kind, "value")
-        value = inst.get(member)
+        value: Any = inst.get(member)
         if kind == "VocabProperty":
-            value = [self.ctx.compact(v) for v in value] if isinstance(value, list) else self.ctx.compact(value)
+            value = (
+                [self.ctx.compact(v) for v in value] if isinstance(value, list) else self.ctx.compact(value)
+            )
         if kind == "LanguageProperty" and self.lang is not None:
             picked, tag = _pick_language(value, self.lang)
             if self.fmt == "keyValues":
@@ -396,5 +421,6 @@ def _pick_language(lmap: dict[str, Any], wanted: str) -> tuple[Any, str]:
                 return lmap[key], key
     if "@none" in lmap:
         return lmap["@none"], "@none"
-    first = next(iter(lmap), None)
-    return (lmap[first], first) if first is not None else ("", "")
+    for first in lmap:
+        return lmap[first], first
+    return "", ""

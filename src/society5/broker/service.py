@@ -25,15 +25,20 @@ def start(platform: Platform) -> Broker:
     def persist(url: str, kind: str, body: Any) -> None:
         with engine.begin() as conn:
             conn.execute(sa.delete(contexts_table).where(contexts_table.c.url == url))
-            conn.execute(contexts_table.insert().values(url=url, kind=kind, body=body, created_at=now_iso(), uses=0))
+            row = {"url": url, "kind": kind, "body": body, "created_at": now_iso(), "uses": 0}
+            conn.execute(contexts_table.insert().values(**row))
 
-    store = ContextStore(fetch_hosts=settings.context_fetch_hosts, fetch_timeout_s=settings.context_fetch_timeout_s,
-                         persist=persist)
+    store = ContextStore(
+        fetch_hosts=settings.context_fetch_hosts,
+        fetch_timeout_s=settings.context_fetch_timeout_s,
+        persist=persist,
+    )
     if settings.preload_contexts is not None:
         count = store.preload_dir(settings.preload_contexts)
         log.info("preloaded %d JSON-LD contexts from %s", count, settings.preload_contexts)
     with engine.connect() as conn:
-        for row in conn.execute(sa.select(contexts_table.c.url, contexts_table.c.kind, contexts_table.c.body)):
+        stored = sa.select(contexts_table.c.url, contexts_table.c.kind, contexts_table.c.body)
+        for row in conn.execute(stored):
             try:
                 store.add(row.url, row.body, kind=row.kind)
             except Exception:

@@ -91,8 +91,14 @@ class EntityStore:
         conn.execute(
             entities.insert(),
             [
-                {"tenant": tenant, "id": d["id"], "doc": d, "public": is_public(d),
-                 "created_at": d["createdAt"], "modified_at": d["modifiedAt"]}
+                {
+                    "tenant": tenant,
+                    "id": d["id"],
+                    "doc": d,
+                    "public": is_public(d),
+                    "created_at": d["createdAt"],
+                    "modified_at": d["modifiedAt"],
+                }
                 for d in docs
             ],
         )
@@ -112,11 +118,19 @@ class EntityStore:
         conn.execute(
             entities.update()
             .where(entities.c.tenant == sa.bindparam("b_tenant"), entities.c.id == sa.bindparam("b_id"))
-            .values(doc=sa.bindparam("doc"), public=sa.bindparam("public"),
-                    modified_at=sa.bindparam("modified_at")),
+            .values(
+                doc=sa.bindparam("doc"),
+                public=sa.bindparam("public"),
+                modified_at=sa.bindparam("modified_at"),
+            ),
             [
-                {"b_tenant": tenant, "b_id": new["id"], "doc": new, "public": is_public(new),
-                 "modified_at": new["modifiedAt"]}
+                {
+                    "b_tenant": tenant,
+                    "b_id": new["id"],
+                    "doc": new,
+                    "public": is_public(new),
+                    "modified_at": new["modifiedAt"],
+                }
                 for _, new in pairs
             ],
         )
@@ -141,23 +155,32 @@ class EntityStore:
             chunk = list(ids[start : start + 500])
             conn.execute(entities.delete().where(entities.c.tenant == tenant, entities.c.id.in_(chunk)))
             conn.execute(
-                entity_types.delete().where(entity_types.c.tenant == tenant, entity_types.c.entity_id.in_(chunk))
+                entity_types.delete().where(
+                    entity_types.c.tenant == tenant, entity_types.c.entity_id.in_(chunk)
+                )
             )
             self._delete_geo(conn, tenant, chunk)
 
     def _insert_geo(
-        self, conn: Connection, tenant: str, entity_id: str,
+        self,
+        conn: Connection,
+        tenant: str,
+        entity_id: str,
         boxes: Iterable[tuple[str, tuple[float, float, float, float]]],
     ) -> None:
         for attr, (minx, miny, maxx, maxy) in boxes:
             gid = conn.execute(
                 geo.insert()
-                .values(tenant=tenant, entity_id=entity_id, attr=attr, minx=minx, miny=miny, maxx=maxx, maxy=maxy)
+                .values(
+                    tenant=tenant, entity_id=entity_id, attr=attr, minx=minx, miny=miny, maxx=maxx, maxy=maxy
+                )
                 .returning(geo.c.gid)
             ).scalar_one()
             if self.sqlite:
                 conn.execute(
-                    sa.text("INSERT INTO broker_geo_rtree (gid, minx, maxx, miny, maxy) VALUES (:g,:a,:b,:c,:d)"),
+                    sa.text(
+                        "INSERT INTO broker_geo_rtree (gid, minx, maxx, miny, maxy) VALUES (:g,:a,:b,:c,:d)"
+                    ),
                     {"g": gid, "a": minx, "b": maxx, "c": miny, "d": maxy},
                 )
 
@@ -180,11 +203,14 @@ class EntityStore:
         where, exact = self._where(tenant, query)
         base = sa.select(entities.c.doc).where(*where).order_by(entities.c.id)
         if exact:
-            rows = conn.execute(base.limit(query.limit).offset(query.offset)) if query.limit > 0 else []
-            docs = [r[0] for r in rows]
+            docs: list[dict[str, Any]] = []
+            if query.limit > 0:
+                docs = [r[0] for r in conn.execute(base.limit(query.limit).offset(query.offset))]
             count = None
             if query.count:
-                count = conn.execute(sa.select(sa.func.count()).select_from(entities).where(*where)).scalar_one()
+                count = conn.execute(
+                    sa.select(sa.func.count()).select_from(entities).where(*where)
+                ).scalar_one()
             return QueryResult(docs, count)
         matching = [r[0] for r in conn.execute(base) if self._post_filter(r[0], query)]
         page = matching[query.offset : query.offset + query.limit] if query.limit > 0 else []
@@ -229,8 +255,13 @@ class EntityStore:
             if box is not None:
                 where.append(c.id.in_(self._geo_candidates(tenant, query.geo.geoproperty, box)))
             else:
-                where.append(c.id.in_(sa.select(geo.c.entity_id).where(
-                    geo.c.tenant == tenant, geo.c.attr == query.geo.geoproperty)))
+                where.append(
+                    c.id.in_(
+                        sa.select(geo.c.entity_id).where(
+                            geo.c.tenant == tenant, geo.c.attr == query.geo.geoproperty
+                        )
+                    )
+                )
         return where, exact
 
     def _types_sql(self, tenant: str, dnf: list[frozenset[str]]) -> Any:
@@ -243,7 +274,9 @@ class EntityStore:
         parts: list[Any] = []
         if singles:
             parts.append(
-                entities.c.id.in_(sa.select(t.entity_id).where(t.tenant == tenant, t.type.in_(sorted(singles))))
+                entities.c.id.in_(
+                    sa.select(t.entity_id).where(t.tenant == tenant, t.type.in_(sorted(singles)))
+                )
             )
         for alt in dnf:
             if len(alt) > 1:
@@ -274,8 +307,11 @@ class EntityStore:
         t = entity_types.c
         stmt = sa.select(t.type, sa.func.count()).where(t.tenant == tenant).group_by(t.type)
         if public_only:
-            stmt = stmt.where(t.entity_id.in_(
-                sa.select(entities.c.id).where(entities.c.tenant == tenant, entities.c.public.is_(True))))
+            stmt = stmt.where(
+                t.entity_id.in_(
+                    sa.select(entities.c.id).where(entities.c.tenant == tenant, entities.c.public.is_(True))
+                )
+            )
         return {r[0]: r[1] for r in conn.execute(stmt)}
 
     def iter_docs(

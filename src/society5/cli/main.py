@@ -12,7 +12,9 @@ from rich.table import Table
 
 from society5.core.settings import Settings
 
-app = typer.Typer(help="北海道 Society 5.0 platform / 北海道 Society 5.0 データ連携基盤", no_args_is_help=True)
+app = typer.Typer(
+    help="北海道 Society 5.0 platform / 北海道 Society 5.0 データ連携基盤", no_args_is_help=True
+)
 keys_app = typer.Typer(help="API keys / APIキー", no_args_is_help=True)
 users_app = typer.Typer(help="staff accounts for the web pages / 職員アカウント", no_args_is_help=True)
 db_app = typer.Typer(help="database schema / データベース", no_args_is_help=True)
@@ -29,9 +31,11 @@ def _platform() -> object:
 
 
 @app.command()
-def serve(host: str = typer.Option(None, help="bind address (default SOCIETY5_HOST or 127.0.0.1)"),
-          port: int = typer.Option(None, help="port (default SOCIETY5_PORT or 8000)"),
-          workers: int = typer.Option(1, help="worker processes (PostgreSQL for more than one)")) -> None:
+def serve(
+    host: str = typer.Option(None, help="bind address (default SOCIETY5_HOST or 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default SOCIETY5_PORT or 8000)"),
+    workers: int = typer.Option(1, help="worker processes (PostgreSQL for more than one)"),
+) -> None:
     """Start the server (NGSI-LD API, pages, services) / サーバーを起動"""
     from society5.core.logs import configure
 
@@ -56,13 +60,23 @@ def _run_server(settings: Settings, host: str, port: int, workers: int = 1) -> N
     if workers > 1 and settings.is_sqlite:
         console.print("[yellow]several workers share one SQLite file; PostgreSQL is better for that[/yellow]")
     logging.getLogger(__name__).info("society5 listening on http://%s:%d", host, port)
-    uvicorn.run("society5.web.asgi:build", host=host, port=port, workers=workers, log_level="warning",
-                access_log=False, factory=True)
+    uvicorn.run(
+        "society5.web.asgi:build",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        factory=True,
+    )
 
 
 @app.command()
-def demo(port: int = typer.Option(8000, help="port"), host: str = typer.Option("127.0.0.1", help="bind address"),
-         fresh: bool = typer.Option(False, help="start from an empty demo database")) -> None:
+def demo(
+    port: int = typer.Option(8000, help="port"),
+    host: str = typer.Option("127.0.0.1", help="bind address"),
+    fresh: bool = typer.Option(False, help="start from an empty demo database"),
+) -> None:
     """Start the demo: server + simulated Hokkaido data on embedded SQLite / デモを起動"""
     from society5.core.logs import configure
 
@@ -80,7 +94,9 @@ def demo(port: int = typer.Option(8000, help="port"), host: str = typer.Option("
     info = load_demo(settings, progress=True)
     url = f"http://{host}:{port}/"
     console.print(f"[bold green]society5 demo[/bold green]: {url}")
-    console.print(f"  staff login / 職員ログイン: [bold]{info['user']}[/bold] / [bold]{info['password']}[/bold]")
+    console.print(
+        f"  staff login / 職員ログイン: [bold]{info['user']}[/bold] / [bold]{info['password']}[/bold]"
+    )
     console.print(f"  admin API key / 管理者APIキー: {info['key']}")
     print(url, flush=True)
     _run_server(settings, host, port)
@@ -97,10 +113,12 @@ def db_upgrade() -> None:
 
 
 @keys_app.command("create")
-def keys_create(role: str = typer.Option(..., help="admin, operator, device or reader"),
-                tenant: str = typer.Option(None, help="tenant (6-digit municipality code)"),
-                entity_prefix: str = typer.Option(None, help="device keys: ids they may write start with this"),
-                label: str = typer.Option("", help="a note for people")) -> None:
+def keys_create(
+    role: str = typer.Option(..., help="admin, operator, device or reader"),
+    tenant: str = typer.Option(None, help="tenant (6-digit municipality code)"),
+    entity_prefix: str = typer.Option(None, help="device keys: ids they may write start with this"),
+    label: str = typer.Option("", help="a note for people"),
+) -> None:
     """Create an API key; the key alone is printed on the last line / APIキーを作成"""
     from society5.core.errors import ApiError
 
@@ -110,7 +128,9 @@ def keys_create(role: str = typer.Option(..., help="admin, operator, device or r
     except ApiError as err:
         console.print(f"[red]{err.detail}[/red]")
         raise typer.Exit(2) from err
-    console.print(f"created key {new.key_id} ({role}{', tenant ' + tenant if tenant else ''}); it is shown once:")
+    console.print(
+        f"created key {new.key_id} ({role}{', tenant ' + tenant if tenant else ''}); it is shown once:"
+    )
     print(new.key)
 
 
@@ -120,8 +140,12 @@ def keys_list() -> None:
     plat = _platform()
     table = Table("key_id", "role", "tenant", "entity_prefix", "label", "created_at", "revoked_at")
     for row in plat.keys.list():  # type: ignore[attr-defined]
-        table.add_row(*(str(row.get(c) or "") for c in ("key_id", "role", "tenant", "entity_prefix", "label",
-                                                        "created_at", "revoked_at")))
+        table.add_row(
+            *(
+                str(row.get(c) or "")
+                for c in ("key_id", "role", "tenant", "entity_prefix", "label", "created_at", "revoked_at")
+            )
+        )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
@@ -139,9 +163,13 @@ def keys_revoke(key_id: str) -> None:
 
 
 @users_app.command("create")
-def users_create(username: str, role: str = typer.Option("operator"), tenant: str = typer.Option(None),
-                 password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
-                 display_name: str = typer.Option("")) -> None:
+def users_create(
+    username: str,
+    role: str = typer.Option("operator"),
+    tenant: str = typer.Option(None),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+    display_name: str = typer.Option(""),
+) -> None:
     """Create or reset a staff account / 職員アカウントを作成"""
     from society5.core.errors import ApiError
 

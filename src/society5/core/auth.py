@@ -9,7 +9,8 @@ Roles, from most to least power:
 - anonymous: read public entities only (scope ``/public`` or below).
 
 API keys look like ``s5_<key_id>_<secret>``. The secret is 32 random bytes, so a single SHA-256 is enough to
-store it (a slow password hash only matters for guessable secrets); staff passwords are guessable and use scrypt.
+store it (a slow password hash only matters for guessable secrets); staff passwords are guessable and
+use scrypt.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ class Principal:
         if self.role == "device" and entity_id is not None and self.entity_prefix is not None:
             if entity_id.startswith(self.entity_prefix):
                 return
-            raise Forbidden(f"a device key may write only entities whose id starts with {self.entity_prefix!r}")
+            raise Forbidden(
+                f"a device key may write only entities whose id starts with {self.entity_prefix!r}"
+            )
         raise Forbidden(f"role {self.role!r} may not write")
 
 
@@ -172,9 +175,11 @@ class KeyStore:
             return None
         _, key_id, secret = parts
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(tables.api_keys).where(tables.api_keys.c.key_id == key_id)
-            ).mappings().first()
+            row = (
+                conn.execute(sa.select(tables.api_keys).where(tables.api_keys.c.key_id == key_id))
+                .mappings()
+                .first()
+            )
         if row is None or row["revoked_at"] is not None:
             return None
         if not hmac.compare_digest(row["secret_hash"], _digest(secret)):
@@ -205,7 +210,9 @@ class UserStore:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def create(self, username: str, password: str, role: str, tenant: str | None, display_name: str = "") -> None:
+    def create(
+        self, username: str, password: str, role: str, tenant: str | None, display_name: str = ""
+    ) -> None:
         if role not in ROLES or role == "device":
             raise BadRequest("a staff user's role is admin, operator or reader")
         if len(password) < 8:
@@ -223,13 +230,19 @@ class UserStore:
                 display_name=display_name or username,
             )
             if exists:
-                conn.execute(tables.users.update().where(tables.users.c.username == username).values(**values))
+                conn.execute(
+                    tables.users.update().where(tables.users.c.username == username).values(**values)
+                )
             else:
                 conn.execute(tables.users.insert().values(username=username, created_at=now_iso(), **values))
 
     def authenticate(self, username: str, password: str) -> Principal | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(tables.users).where(tables.users.c.username == username)).mappings().first()
+            row = (
+                conn.execute(sa.select(tables.users).where(tables.users.c.username == username))
+                .mappings()
+                .first()
+            )
         if row is None or not check_password(password, row["password_hash"]):
             return None
         return Principal(role=row["role"], tenant=row["tenant"], name=row["display_name"] or username)
@@ -246,18 +259,23 @@ class TenantStore:
         if code in self._known:
             return True
         with self.engine.connect() as conn:
-            found = conn.execute(sa.select(tables.tenants.c.code).where(tables.tenants.c.code == code)).first()
+            found = conn.execute(
+                sa.select(tables.tenants.c.code).where(tables.tenants.c.code == code)
+            ).first()
         if found:
             self._known.add(code)
         return found is not None
 
-    def ensure(self, code: str, name: str = "", name_en: str = "", lat: float | None = None,
-               lon: float | None = None) -> None:
+    def ensure(
+        self, code: str, name: str = "", name_en: str = "", lat: float | None = None, lon: float | None = None
+    ) -> None:
         validate_tenant_name(code)
         if code == DEFAULT_TENANT or (code in self._known and not name):
             return
         with self.engine.begin() as conn:
-            found = conn.execute(sa.select(tables.tenants.c.code).where(tables.tenants.c.code == code)).first()
+            found = conn.execute(
+                sa.select(tables.tenants.c.code).where(tables.tenants.c.code == code)
+            ).first()
             values = dict(name=name, name_en=name_en, lat=lat, lon=lon)
             if found is None:
                 conn.execute(tables.tenants.insert().values(code=code, created_at=now_iso(), **values))

@@ -50,8 +50,14 @@ def make_engine(settings: Settings) -> Engine:
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
-                            json_serializer=_dumps, json_deserializer=orjson.loads)
+    return sa.create_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        json_serializer=_dumps,
+        json_deserializer=orjson.loads,
+    )
 
 
 def _dumps(obj: Any) -> str:

@@ -17,7 +17,7 @@
         ├── UnsupportedMediaType       415
         ├── NotAcceptable              406
         ├── OperationNotSupported      422
-        └── ContextNotAvailable        503 a JSON-LD @context could not be resolved (``LdContextNotAvailable``)
+        └── ContextNotAvailable        503 an @context could not be resolved (``LdContextNotAvailable``)
 
 Third-party errors are translated at the boundary (``raise Unavailable(...) from err``). The broker renders
 ``ApiError`` as NGSI-LD ProblemDetails; other APIs as ``{"error": {"code", "title", "detail"}}``.

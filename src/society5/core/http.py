@@ -23,7 +23,7 @@ def principal_of(request: Request) -> Principal:
     """The caller: an API key (``Authorization: Bearer``), a staff session cookie, or anonymous."""
     cached = request.scope.get("s5.principal")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     plat = platform_of(request)
     principal = _resolve(request, plat)
     request.scope["s5.principal"] = principal

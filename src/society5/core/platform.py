@@ -27,8 +27,13 @@ class Platform:
         engine = make_engine(settings)
         if migrate:
             upgrade(engine)
-        return cls(settings=settings, engine=engine, keys=KeyStore(engine), users=UserStore(engine),
-                   tenants=TenantStore(engine))
+        return cls(
+            settings=settings,
+            engine=engine,
+            keys=KeyStore(engine),
+            users=UserStore(engine),
+            tenants=TenantStore(engine),
+        )
 
     def close(self) -> None:
         self.engine.dispose()

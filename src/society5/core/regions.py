@@ -30,7 +30,9 @@ def _data_file(dist_name: str, suffix: str) -> Path:
     try:
         dist = distribution(dist_name)
     except PackageNotFoundError as err:
-        raise RuntimeError(f"the {dist_name} package is missing: run `python3 tasks.py demo` to set up") from err
+        raise RuntimeError(
+            f"the {dist_name} package is missing: run `python3 tasks.py demo` to set up"
+        ) from err
     for f in dist.files or ():
         if str(f).endswith(suffix):
             return Path(str(dist.locate_file(f)))
@@ -47,9 +49,15 @@ def hokkaido_municipalities() -> tuple[Municipality, ...]:
             if not row["code"].startswith(HOKKAIDO) or not row["city"]:
                 continue
             pos = coords.get(f"{row['prefecture']},{row['city']}") or {}
-            out.append(Municipality(code=row["code"], name=row["city"],
-                                    kana=unicodedata.normalize("NFKC", row["city_kana"]),
-                                    lat=pos.get("lat"), lon=pos.get("lng")))
+            out.append(
+                Municipality(
+                    code=row["code"],
+                    name=row["city"],
+                    kana=unicodedata.normalize("NFKC", row["city_kana"]),
+                    lat=pos.get("lat"),
+                    lon=pos.get("lng"),
+                )
+            )
     return tuple(out)
 
 

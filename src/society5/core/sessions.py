@@ -13,8 +13,14 @@ from society5.core.auth import Principal
 
 
 def make_session(principal: Principal, secret: str, hours: int) -> str:
-    payload = orjson.dumps({"r": principal.role, "t": principal.tenant, "n": principal.name,
-                            "e": int(time.time()) + hours * 3600})
+    payload = orjson.dumps(
+        {
+            "r": principal.role,
+            "t": principal.tenant,
+            "n": principal.name,
+            "e": int(time.time()) + hours * 3600,
+        }
+    )
     body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
     sig = hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
     return f"{body}.{sig}"

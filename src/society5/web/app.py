@@ -34,8 +34,11 @@ def _ordered(services: Sequence[Service]) -> list[Service]:
     return sorted(services, key=lambda s: (s.name != "broker", s.name != "web"))
 
 
-def create_app(settings: Settings | None = None, services: Sequence[Service] | None = None,
-               platform: Platform | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    services: Sequence[Service] | None = None,
+    platform: Platform | None = None,
+) -> FastAPI:
     settings = settings or Settings()
     services = _ordered(list(services) if services is not None else discover())
     by_name(services)
@@ -62,7 +65,10 @@ def create_app(settings: Settings | None = None, services: Sequence[Service] | N
     app = FastAPI(
         title="society5",
         version=__version__,
-        description="北海道 Society 5.0 データ連携基盤 — Hokkaido Society 5.0 platform (NGSI-LD, open data, services)",
+        description=(
+            "北海道 Society 5.0 データ連携基盤 — "
+            "Hokkaido Society 5.0 platform (NGSI-LD, open data, services)"
+        ),
         lifespan=lifespan,
         default_response_class=_OrjsonResponse,
         docs_url=None,
@@ -100,7 +106,8 @@ def _install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def docs() -> Response:
         return get_swagger_ui_html(
-            openapi_url="/openapi.json", title="society5 API",
+            openapi_url="/openapi.json",
+            title="society5 API",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
@@ -156,6 +163,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        body = {"type": "https://uri.etsi.org/ngsi-ld/errors/InternalError", "title": "InternalError",
-                "status": 500, "detail": "an internal error occurred; it has been logged"}
+        body = {
+            "type": "https://uri.etsi.org/ngsi-ld/errors/InternalError",
+            "title": "InternalError",
+            "status": 500,
+            "detail": "an internal error occurred; it has been logged",
+        }
         return Response(orjson.dumps(body), status_code=500, media_type="application/json")

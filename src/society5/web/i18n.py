@@ -64,6 +64,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "page_next": "次へ",
         "page_of": "{page} / {pages} ページ",
         "anon_note": "ログインしていないため、公開データ（scope /public）のみ表示しています。",
+        "other_tenant_note": (
+            "このテナントの非公開データを見る権限がないため、公開データ（scope /public）のみ表示しています。"
+        ),
         "map_label": "地図",
         "view_title": "エンティティ詳細",
         "view_attributes": "属性",
@@ -159,6 +162,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "page_next": "Next",
         "page_of": "Page {page} of {pages}",
         "anon_note": "You are not logged in, so only public data (scope /public) is shown.",
+        "other_tenant_note": (
+            "You may not see this tenant's non-public data, so only public data (scope /public) is shown."
+        ),
         "map_label": "Map",
         "view_title": "Entity",
         "view_attributes": "Attributes",

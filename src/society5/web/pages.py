@@ -178,6 +178,12 @@ def _geometry(value: Any) -> dict[str, Any] | None:
     return None
 
 
+def _type_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value) if value is not None else ""
+
+
 def _jst(value: Any) -> str:
     try:
         return to_jst(value) if isinstance(value, str) else ""
@@ -195,7 +201,7 @@ def _feature(kv: dict[str, Any], tenant: str, lang: str) -> dict[str, Any] | Non
         return None
     etype = kv.get("type")
     return {"type": "Feature", "geometry": geom,
-            "properties": {"id": kv["id"], "type": etype if isinstance(etype, str) else ", ".join(etype),
+            "properties": {"id": kv["id"], "type": _type_text(etype),
                            "name": _text(kv.get("name"), lang) or "", "url": _view_url(kv["id"], tenant)}}
 
 
@@ -353,7 +359,7 @@ def entities(request: Request) -> Response:
         except ApiError as err:
             raise PageError(t("err_generic", detail=err.detail), err.status) from None
         except ValueError as err:  # e.g. a regular expression in q that Python's re rejects
-            log.info("entity browser query rejected: %s", err)
+            log.warning("entity browser query rejected: %s", err, exc_info=True)
             raise PageError(t("err_q", detail=str(err))) from None
     except PageError as err:
         context["errors"].append(err.message)
@@ -367,7 +373,7 @@ def entities(request: Request) -> Response:
             etype = kv.get("type")
             context["rows"].append({
                 "id": doc["id"], "url": _view_url(doc["id"], tenant),
-                "type": etype if isinstance(etype, str) else ", ".join(etype),
+                "type": _type_text(etype),
                 "name": _text(kv.get("name"), lang) or "", "modified": _jst(doc.get("modifiedAt")),
             })
             feature = _feature(kv, tenant, lang)
@@ -426,14 +432,15 @@ def entity_view(request: Request) -> Response:
         full = normalized.get(name)
         unit = full.get("unitCode") if isinstance(full, dict) else None
         observed = full.get("observedAt") if isinstance(full, dict) else None
-        attrs.append({"name": name, "text": simple, "json": None if simple is not None else _pretty(value, 60),
+        attrs.append({"name": name, "text": simple,
+                      "json": None if simple is not None else _pretty(value, 60),
                       "unit": unit if isinstance(unit, str) else None, "observed": _jst(observed) or None})
     scope = kv.get("scope")
     feature = _feature(kv, tenant, lang)
     etype = kv.get("type")
     context = {
         **shell, "entity_id": entity_id, "tenant": tenant, "back": back, "attrs": attrs,
-        "type": etype if isinstance(etype, str) else ", ".join(etype), "name": _text(kv.get("name"), lang),
+        "type": _type_text(etype), "name": _text(kv.get("name"), lang),
         "scope": ", ".join(scope) if isinstance(scope, list) else scope,
         "created": _jst(doc.get("createdAt")), "modified": _jst(doc.get("modifiedAt")),
         "normalized": _pretty(normalized), "features": [feature] if feature else [], "map": _map_config(),

@@ -26,7 +26,7 @@
   function initMap(el) {
     if (typeof L === "undefined") { return null; }
     var data = JSON.parse(document.getElementById(el.dataset.features).textContent);
-    var map = L.map(el, { scrollWheelZoom: false, tap: true })
+    var map = L.map(el, { scrollWheelZoom: false })
       .setView([Number(el.dataset.lat), Number(el.dataset.lon)], Number(el.dataset.zoom));
     L.tileLayer(el.dataset.tiles, { attribution: el.dataset.attribution, maxZoom: 18, minZoom: 5 }).addTo(map);
     var layer = L.geoJSON(data, {

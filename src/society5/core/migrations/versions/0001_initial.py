@@ -98,6 +98,13 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TABLE IF EXISTS broker_geo_rtree")
-    for name in ("broker_contexts", "broker_geo", "broker_entity_types", "broker_entities", "core_users",
-                 "core_api_keys", "core_tenants"):
+    for name in (
+        "broker_contexts",
+        "broker_geo",
+        "broker_entity_types",
+        "broker_entities",
+        "core_users",
+        "core_api_keys",
+        "core_tenants",
+    ):
         op.drop_table(name)
