@@ -104,6 +104,7 @@ def test_id_pattern_attrs_scope(fleet: Any) -> None:
     got = ids(fleet.get("/ngsi-ld/v1/entities?scopeQ=/public/%23", headers={"Link": LINK}))
     assert got == ["urn:ngsi-ld:Building:1"]
     assert fleet.get("/ngsi-ld/v1/entities").status_code == 400
+    assert fleet.get("/ngsi-ld/v1/entities?id=urn:ngsi-ld:Vehicle:001").status_code == 400
 
 
 def test_post_query(fleet: Any) -> None:

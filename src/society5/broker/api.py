@@ -19,18 +19,19 @@ from society5.broker.http import (
     body_doc,
     bool_param,
     context_source,
+    context_url,
     flag_set,
     int_param,
     json_response,
     read_json,
 )
 from society5.broker.jsonld import ActiveContext, parse_link_header
-from society5.broker.model import LOCATION, Renderer, check_attr_name, check_uri
+from society5.broker.model import LOCATION, RESERVED, Renderer, check_attr_name, check_uri, parse_projection
 from society5.broker.query import q as qlang
 from society5.broker.query import scope as scopelang
 from society5.broker.query.typeexpr import TypeExprError, parse_type_expr
 from society5.broker.store import EntityQuery
-from society5.core.errors import BadRequest, NotFound
+from society5.core.errors import ApiError, BadRequest, InvalidRequest, NotFound
 from society5.core.http import platform_of, principal_of
 
 router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"])
@@ -68,6 +69,9 @@ def _renderer(
     omit: str | None = None,
     lang: str | None = None,
     dataset_id: str | None = None,
+    join: str | None = None,
+    join_level: str | None = None,
+    loader: Any = None,
 ) -> Renderer:
     opts = flag_set(options)
     unknown = opts - {
@@ -82,11 +86,11 @@ def _renderer(
         "temporalValues",
     }
     if unknown:
-        raise BadRequest(f"options: unknown value(s) {', '.join(sorted(unknown))}")
+        raise InvalidRequest(f"options: unknown value(s) {', '.join(sorted(unknown))}")
     form = "normalized"
     if fmt:
         if fmt not in ("keyValues", "simplified", "concise", "normalized"):
-            raise BadRequest(f"format must be normalized, concise or keyValues, not {fmt!r}")
+            raise InvalidRequest(f"format must be normalized, concise or keyValues, not {fmt!r}")
         form = fmt
     elif "keyValues" in opts or "simplified" in opts:
         form = "keyValues"
@@ -94,18 +98,31 @@ def _renderer(
         form = "concise"
     if form == "simplified":
         form = "keyValues"
-    if pick and omit:
+    if pick is not None and omit is not None:
         raise BadRequest("pick and omit cannot be used together")
+    if attrs is not None and (pick is not None or omit is not None):
+        raise BadRequest("attrs cannot be combined with pick or omit (use pick alone)")
+    if join is not None and join not in ("inline", "flat", "@none"):
+        raise BadRequest(f"join must be inline, flat or @none, not {join!r}")
     return Renderer(
         ctx,
         fmt=form,
         sys_attrs="sysAttrs" in opts,
         attrs=attrs,
-        pick=flag_set(pick) or None if pick is not None else None,
-        omit=flag_set(omit) or None if omit is not None else None,
+        pick=parse_projection(pick, "pick") if pick is not None else None,
+        omit=parse_projection(omit, "omit") if omit is not None else None,
         lang=lang,
         datasets=flag_set(dataset_id) or None if dataset_id else None,
+        join=join,
+        join_level=int_param(join_level, "joinLevel", 1, 1, 10),
+        loader=loader,
     )
+
+
+def _loader(request: Request, tenant: str | None) -> Any:
+    b = broker_of(request)
+    principal = principal_of(request)
+    return lambda ids: b.load_visible(tenant, ids, principal)
 
 
 def _attrs_param(value: str | None, ctx: ActiveContext) -> set[str] | None:
@@ -116,24 +133,37 @@ def _attrs_param(value: str | None, ctx: ActiveContext) -> set[str] | None:
         raise BadRequest("attrs must list at least one attribute name")
     for name in names:
         check_attr_name(name)
+        if name in RESERVED:
+            raise BadRequest(f"attrs: {name} is not an attribute (use pick to choose id, type or scope)")
     return {ctx.expand(n) for n in names}
 
 
-def _geojson(entities: list[dict[str, Any]], geo_prop: str) -> Any:
-    features = []
-    for ent in entities:
-        geom = ent.get(geo_prop)
-        if isinstance(geom, dict) and "value" in geom and isinstance(geom["value"], dict):
-            geom = geom["value"]
-        features.append(
-            {
-                "id": ent.get("id"),
-                "type": "Feature",
-                "geometry": geom if isinstance(geom, dict) else None,
-                "properties": {k: v for k, v in ent.items() if k != "id"},
-            }
-        )
-    return features
+def _feature(ent: dict[str, Any], geo_prop: str) -> dict[str, Any]:
+    geom = ent.get(geo_prop)
+    if isinstance(geom, dict) and "value" in geom and isinstance(geom["value"], dict):
+        geom = geom["value"]
+    return {
+        "id": ent.get("id"),
+        "type": "Feature",
+        "geometry": geom if isinstance(geom, dict) else None,
+        "properties": {k: v for k, v in ent.items() if k != "id"},
+    }
+
+
+def _geojson_response(
+    entities: Any,
+    geo_prop: str | None,
+    ctx: ActiveContext,
+    single: bool,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    prop = geo_prop or "location"
+    if single:
+        body: dict[str, Any] = _feature(entities, prop)
+    else:
+        body = {"type": "FeatureCollection", "features": [_feature(e, prop) for e in entities]}
+    body["@context"] = context_url(ctx)
+    return json_response(body, GEOJSON, None, headers=headers)
 
 
 def _batch_response(result: BatchResult, created_status: bool, request: Request) -> Response:
@@ -145,8 +175,6 @@ def _batch_response(result: BatchResult, created_status: bool, request: Request)
         return json_response(body, JSON, None, status=207)
     if created_status and result.created:
         return json_response(result.created, JSON, None, status=201)
-    if created_status:
-        return Response(status_code=204)
     return Response(status_code=204)
 
 
@@ -156,18 +184,83 @@ def _update_response(result: UpdateResult) -> Response:
     return Response(status_code=204)
 
 
+def _order_by(value: str | None, ctx: ActiveContext) -> list[tuple[list[str], bool]] | None:
+    if value is None:
+        return None
+    order = []
+    for part in flag_set(value):
+        path, _, direction = part.partition(";")
+        if direction not in ("", "asc", "desc") or not path:
+            raise BadRequest(f"orderBy: {part!r} must be path[;asc|desc]")
+        names = path.split(".")
+        head = names[0] if names[0] in ("id", "type", "createdAt", "modifiedAt") else ctx.expand(names[0])
+        order.append(([head, *names[1:]], direction == "desc"))
+    return order
+
+
 # --- entities -----------------------------------------------------------------------------------------------
 
 
 @router.post("/entities", status_code=201, openapi_extra=body_doc(), summary="Create an entity")
 async def create_entity(request: Request, tenant: str | None = TenantHeader) -> Response:
-    body, ctx = await _body(request)
+    body, media = await read_json(request, _max_body(request))
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be one entity (a JSON object)")
     b = broker_of(request)
+    ctx = b.context(context_source(request, body, media))
     eid = b.create_entity(tenant, body, ctx, principal_of(request))
     headers = {"Location": f"/ngsi-ld/v1/entities/{quote(eid, safe=':')}"}
     if tenant:
         headers["NGSILD-Tenant"] = tenant
     return Response(status_code=201, headers=headers)
+
+
+@router.api_route("/entities", methods=["PUT", "PATCH"], include_in_schema=False)
+@router.api_route(
+    "/entities//attrs{rest:path}", methods=["POST", "PATCH", "PUT", "DELETE"], include_in_schema=False
+)
+def missing_entity_id(request: Request) -> Response:
+    raise BadRequest("the entity id is missing from the URL: /ngsi-ld/v1/entities/{entityId}/...")
+
+
+def _entity_query(
+    request: Request,
+    ctx: ActiveContext,
+    id: str | None,
+    type: str | None,
+    idPattern: str | None,
+    attrs: str | None,
+    q: str | None,
+    georel: str | None,
+    geometry: str | None,
+    coordinates: str | None,
+    geoproperty: str | None,
+    scopeQ: str | None,
+    local: str | None,
+    limit: str | None = None,
+    offset: str | None = None,
+    count: str | None = None,
+    orderBy: str | None = None,
+) -> EntityQuery:
+    settings = platform_of(request).settings
+    if not any((type, idPattern, attrs, q, georel, scopeQ)) and not bool_param(local, "local"):
+        raise BadRequest("give at least one of type, idPattern, attrs, q, georel or scopeQ (or local=true)")
+    query = EntityQuery(
+        ids=_ids_param(id),
+        id_pattern=_pattern(idPattern),
+        types=_types(type, ctx),
+        attrs=_attrs_param(attrs, ctx),
+        q=_q(q, ctx),
+        geo=_geo(georel, geometry, coordinates, geoproperty, ctx),
+        scope=_scope(scopeQ),
+        limit=int_param(limit, "limit", settings.default_page_size, 0, settings.max_page_size),
+        offset=int_param(offset, "offset", 0, 0, 10**9),
+        count=bool_param(count, "count"),
+        order=_order_by(orderBy, ctx),
+    )
+    if query.limit == 0 and not query.count:
+        raise BadRequest("limit=0 is only allowed with count=true")
+    return query
 
 
 @router.get("/entities", summary="Query entities")
@@ -195,38 +288,70 @@ def query_entities(
     format: str | None = None,
     datasetId: str | None = None,
     local: str | None = None,
+    orderBy: str | None = None,
+    join: str | None = None,
+    joinLevel: str | None = None,
+    csf: str | None = None,
+    containedBy: str | None = None,
+    entityMap: str | None = None,
 ) -> Response:
     media = accepted(request)
     ctx = _get_ctx(request)
-    b = broker_of(request)
-    settings = platform_of(request).settings
-    if not any((id, type, idPattern, attrs, q, georel, scopeQ)) and not bool_param(local, "local"):
-        raise BadRequest(
-            "give at least one of type, id, idPattern, attrs, q, georel or scopeQ (or local=true)"
-        )
-    query = EntityQuery(
-        ids=_ids_param(id),
-        id_pattern=_pattern(idPattern),
-        types=_types(type, ctx),
-        attrs=_attrs_param(attrs, ctx),
-        q=_q(q, ctx),
-        geo=_geo(georel, geometry, coordinates, geoproperty, ctx),
-        scope=_scope(scopeQ),
-        limit=int_param(limit, "limit", settings.default_page_size, 0, settings.max_page_size),
-        offset=int_param(offset, "offset", 0, 0, 10**9),
-        count=bool_param(count, "count"),
+    query = _entity_query(
+        request,
+        ctx,
+        id,
+        type,
+        idPattern,
+        attrs,
+        q,
+        georel,
+        geometry,
+        coordinates,
+        geoproperty,
+        scopeQ,
+        local,
+        limit,
+        offset,
+        count,
+        orderBy,
     )
-    if query.limit == 0 and not query.count:
-        raise BadRequest("limit=0 is only allowed with count=true")
-    renderer = _renderer(ctx, options, format, query.attrs, pick, omit, lang, datasetId)
-    result = b.query(tenant, query, principal_of(request))
-    entities = [renderer.entity(d) for d in result.docs]
+    renderer = _renderer(
+        ctx,
+        options,
+        format,
+        query.attrs,
+        pick,
+        omit,
+        lang,
+        datasetId,
+        join,
+        joinLevel,
+        _loader(request, tenant),
+    )
+    result = broker_of(request).query(tenant, query, principal_of(request))
     headers = {"NGSILD-Results-Count": str(result.count)} if result.count is not None else {}
+    entities = _render_all(renderer, result.docs)
     if media == GEOJSON:
-        geo_prop = geometryProperty or "location"
-        body = {"type": "FeatureCollection", "features": _geojson(entities, geo_prop)}
-        return json_response(body, GEOJSON, None, headers=headers)
+        return _geojson_response(entities, geometryProperty, ctx, single=False, headers=headers)
     return json_response(entities, media, ctx, headers=headers)
+
+
+def _render_all(renderer: Renderer, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for doc in docs:
+        rendered = renderer.render(doc)
+        for ent in rendered if isinstance(rendered, list) else [rendered]:
+            if not ent:
+                continue  # nothing of it survived pick/omit
+            key = ent.get("id")
+            if renderer.join == "flat" and isinstance(key, str):
+                if key in seen:
+                    continue
+                seen.add(key)
+            out.append(ent)
+    return out
 
 
 @router.get("/entities/{entity_id}", summary="Retrieve an entity")
@@ -243,20 +368,63 @@ def retrieve_entity(
     lang: str | None = None,
     geometryProperty: str | None = None,
     datasetId: str | None = None,
+    join: str | None = None,
+    joinLevel: str | None = None,
+    local: str | None = None,
+    containedBy: str | None = None,
+    entityMap: str | None = None,
 ) -> Response:
     media = accepted(request)
     ctx = _get_ctx(request)
     check_uri(entity_id, "entity id")
+    attr_set = _attrs_param(attrs, ctx)
+    renderer = _renderer(
+        ctx, options, format, attr_set, pick, omit, lang, datasetId, join, joinLevel, _loader(request, tenant)
+    )
     doc = broker_of(request).retrieve(tenant, entity_id, principal_of(request))
     if type is not None:
         wanted = {t for alt in _types(type, ctx) or [] for t in alt}
         if not wanted & set(doc["type"]):
             raise NotFound(f"entity {entity_id} has none of the types {type}")
-    attr_set = _attrs_param(attrs, ctx)
-    entity = _renderer(ctx, options, format, attr_set, pick, omit, lang, datasetId).entity(doc)
+    if attr_set is not None and not attr_set & set(doc["attrs"]):
+        raise NotFound(f"entity {entity_id} has none of the attributes {attrs}")
+    entity = renderer.render(doc)
+    if not entity:
+        raise NotFound(f"nothing of entity {entity_id} is left after pick/omit")
     if media == GEOJSON:
-        return json_response(_geojson([entity], geometryProperty or "location")[0], GEOJSON, None)
+        return _geojson_response(entity, geometryProperty, ctx, single=not isinstance(entity, list))
     return json_response(entity, media, ctx)
+
+
+@router.delete("/entities", status_code=204, summary="Purge entities (delete all that match)")
+def purge_entities(
+    request: Request,
+    tenant: str | None = TenantHeader,
+    id: str | None = None,
+    type: str | None = None,
+    idPattern: str | None = None,
+    q: str | None = None,
+    scopeQ: str | None = None,
+    local: str | None = None,
+    drop: str | None = None,
+    keep: str | None = None,
+) -> Response:
+    ctx = _get_ctx(request)
+    if drop is not None and keep is not None:
+        raise BadRequest("drop and keep cannot be used together")
+    if not any((id, type, idPattern, q, scopeQ)) and not bool_param(local, "local"):
+        raise BadRequest("purging needs a selector: type, id, idPattern, q or scopeQ (or local=true)")
+    query = EntityQuery(
+        ids=_ids_param(id),
+        id_pattern=_pattern(idPattern),
+        types=_types(type, ctx),
+        q=_q(q, ctx),
+        scope=_scope(scopeQ),
+    )
+    broker_of(request).purge(
+        tenant, query, principal_of(request), drop=_attrs_param(drop, ctx), keep=_attrs_param(keep, ctx)
+    )
+    return Response(status_code=204)
 
 
 @router.put("/entities/{entity_id}", status_code=204, openapi_extra=body_doc(), summary="Replace an entity")
@@ -363,19 +531,36 @@ def delete_attr(
 # --- batch operations ---------------------------------------------------------------------------------------
 
 
-async def _batch_body(request: Request) -> tuple[Any, ActiveContext, list[ActiveContext] | None]:
+async def _batch_body(request: Request) -> tuple[Any, ActiveContext, list[ActiveContext | ApiError]]:
+    """The entities of a batch and each one's @context; a context problem fails that entity, not the batch."""
     body, media = await read_json(request, _max_body(request))
     if not isinstance(body, list):
         raise BadRequest("a batch operation takes a JSON array")
+    if not body:
+        raise BadRequest("the batch is empty: send at least one entity")
     limit = platform_of(request).settings.max_batch_entities
     if len(body) > limit:
         raise BadRequest(f"a batch may hold at most {limit} entities, this one has {len(body)}")
     b = broker_of(request)
-    if media == JSONLD:
-        context_source(request, body, media)
-        contexts = [b.context(e.get("@context")) for e in body]
-        return body, contexts[0] if contexts else b.context(), contexts
-    return body, b.context(context_source(request, body, media)), None
+    link = parse_link_header(request.headers.get("link"))
+    if media == JSONLD and link:
+        raise BadRequest("a JSON-LD Link header is not allowed with Content-Type application/ld+json")
+    shared = b.context(link) if media != JSONLD else b.context()
+    contexts: list[ActiveContext | ApiError] = []
+    for ent in body:
+        has_ctx = isinstance(ent, dict) and "@context" in ent
+        if media == JSONLD and not has_ctx:
+            contexts.append(BadRequest("with Content-Type application/ld+json each entity needs an @context"))
+        elif media != JSONLD and has_ctx:
+            contexts.append(BadRequest("an @context in the body needs Content-Type application/ld+json"))
+        elif has_ctx:
+            try:
+                contexts.append(b.context(ent["@context"]))
+            except ApiError as err:
+                contexts.append(err)
+        else:
+            contexts.append(shared)
+    return body, shared, contexts
 
 
 @router.post("/entityOperations/create", openapi_extra=body_doc(), summary="Batch create")
@@ -486,11 +671,27 @@ async def post_query(
         limit=int_param(limit, "limit", settings.default_page_size, 0, settings.max_page_size),
         offset=int_param(offset, "offset", 0, 0, 10**9),
         count=bool_param(count, "count"),
+        order=_order_by(body.get("orderBy") if isinstance(body.get("orderBy"), str) else None, ctx),
     )
-    renderer = _renderer(ctx, options, format, query.attrs, lang=body.get("lang"))
+    pick, omit = body.get("pick"), body.get("omit")
+    renderer = _renderer(
+        ctx,
+        options,
+        format,
+        query.attrs,
+        pick=",".join(pick) if isinstance(pick, list) else pick,
+        omit=",".join(omit) if isinstance(omit, list) else omit,
+        lang=body.get("lang"),
+        join=body.get("join"),
+        join_level=str(body["joinLevel"]) if body.get("joinLevel") is not None else None,
+        loader=_loader(request, tenant),
+    )
     result = broker_of(request).query(tenant, query, principal_of(request))
     headers = {"NGSILD-Results-Count": str(result.count)} if result.count is not None else {}
-    return json_response([renderer.entity(d) for d in result.docs], media, ctx, headers=headers)
+    entities = _render_all(renderer, result.docs)
+    if media == GEOJSON:
+        return _geojson_response(entities, body.get("geometryProperty"), ctx, single=False, headers=headers)
+    return json_response(entities, media, ctx, headers=headers)
 
 
 # --- discovery ----------------------------------------------------------------------------------------------
@@ -523,7 +724,7 @@ def list_types(request: Request, tenant: str | None = TenantHeader, details: str
     return json_response(body, media, ctx)
 
 
-@router.get("/types/{type_name}", summary="Details of an entity type")
+@router.get("/types/{type_name:path}", summary="Details of an entity type")
 def type_info(request: Request, type_name: str, tenant: str | None = TenantHeader) -> Response:
     media = accepted(request, allow_geo=False)
     ctx = _get_ctx(request)
@@ -590,7 +791,7 @@ def list_attributes(
     return json_response(body, media, ctx)
 
 
-@router.get("/attributes/{attr}", summary="Details of an attribute")
+@router.get("/attributes/{attr:path}", summary="Details of an attribute")
 def attribute_info(request: Request, attr: str, tenant: str | None = TenantHeader) -> Response:
     media = accepted(request, allow_geo=False)
     ctx = _get_ctx(request)

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from society5.broker.jsonld import ActiveContext, ContextStore
 from society5.broker.model import (
     NGSI_NULL,
+    RESERVED,
     VALUE_MEMBER,
     EntityParser,
     Renderer,
@@ -237,6 +238,8 @@ class Broker:
     ) -> None:
         ctx = ctx or self.context()
         iri = ctx.expand(attr)
+        if attr in RESERVED:
+            raise BadRequest(f"{attr} is not an attribute and cannot be replaced this way")
 
         def change(doc: dict[str, Any], now: str) -> None:
             if iri not in doc["attrs"]:
@@ -260,6 +263,11 @@ class Broker:
         iri = ctx.expand(attr)
 
         def change(doc: dict[str, Any], now: str) -> None:
+            if attr == "scope":
+                if not doc.get("scope"):
+                    raise NotFound(f"entity {entity_id} has no scope")
+                del doc["scope"]
+                return
             instances = doc["attrs"].get(iri)
             if not instances:
                 raise NotFound(f"entity {entity_id} has no attribute {attr}")
@@ -303,7 +311,7 @@ class Broker:
         result: BatchResult,
         principal: Principal,
         tenant: str,
-        contexts: Sequence[ActiveContext] | None = None,
+        contexts: Sequence[ActiveContext | ApiError] | None = None,
     ) -> list[tuple[dict[str, Any], Any]]:
         if not isinstance(payloads, list):
             raise BadRequest("a batch operation takes a JSON array of entities")
@@ -312,6 +320,8 @@ class Broker:
             ent_ctx = contexts[i] if contexts is not None else ctx
             raw_id = payload.get("id", payload.get("@id")) if isinstance(payload, dict) else None
             try:
+                if isinstance(ent_ctx, ApiError):
+                    raise ent_ctx
                 doc = EntityParser(ent_ctx, now).entity(payload, need_type=need_type)
                 principal.check_write(tenant, doc["id"])
             except ApiError as err:
@@ -326,7 +336,7 @@ class Broker:
         payloads: Any,
         ctx: ActiveContext | None = None,
         principal: Principal = SUPERUSER,
-        contexts: Sequence[ActiveContext] | None = None,
+        contexts: Sequence[ActiveContext | ApiError] | None = None,
     ) -> BatchResult:
         ctx = ctx or self.context()
         name = self.tenant_for_write(tenant, principal)
@@ -357,7 +367,7 @@ class Broker:
         ctx: ActiveContext | None = None,
         principal: Principal = SUPERUSER,
         mode: str = "replace",
-        contexts: Sequence[ActiveContext] | None = None,
+        contexts: Sequence[ActiveContext | ApiError] | None = None,
     ) -> BatchResult:
         ctx = ctx or self.context()
         name = self.tenant_for_write(tenant, principal)
@@ -408,7 +418,7 @@ class Broker:
         principal: Principal = SUPERUSER,
         no_overwrite: bool = False,
         merge: bool = False,
-        contexts: Sequence[ActiveContext] | None = None,
+        contexts: Sequence[ActiveContext | ApiError] | None = None,
     ) -> BatchResult:
         ctx = ctx or self.context()
         name = self.tenant_for_read(tenant)
@@ -424,10 +434,13 @@ class Broker:
                 ent_ctx = contexts[i] if contexts is not None else ctx
                 raw_id = payload.get("id") if isinstance(payload, dict) else None
                 try:
+                    if isinstance(ent_ctx, ApiError):
+                        raise ent_ctx
                     if not isinstance(payload, dict):
                         raise BadRequest("each entity must be a JSON object")
                     eid = check_uri(raw_id, "id")
                     principal.check_write(name, eid)
+                    EntityParser(ent_ctx, now).attributes(payload, allow_null=True)  # invalid input first
                     if eid not in existing:
                         raise NotFound(f"entity {eid} does not exist")
                     base = pairs[eid][1] if eid in pairs else existing[eid]
@@ -436,10 +449,10 @@ class Broker:
                     if merge:
                         _merge(new, parser, payload)
                     else:
-                        if "type" in payload:
-                            _merge_types(new, {"type": EntityParser(ent_ctx, now).entity(payload)["type"]})
-                        attrs = parser.attributes(payload, allow_null=True)
-                        _append(new, parser, attrs, ent_ctx, no_overwrite)
+                        skipped = _append(new, parser, payload, ent_ctx, no_overwrite).not_updated
+                        if skipped:
+                            names = ", ".join(ent_ctx.compact(n["attributeName"]) for n in skipped)
+                            raise BadRequest(f"attributes {names} exist and noOverwrite is set")
                 except ApiError as err:
                     result.errors.append((str(raw_id or ""), err))
                     continue
@@ -455,6 +468,8 @@ class Broker:
         name = self.tenant_for_read(tenant)
         if not isinstance(ids, list):
             raise BadRequest("batch delete takes a JSON array of entity ids")
+        if not ids:
+            raise BadRequest("batch delete needs at least one entity id")
         result = BatchResult()
         valid: list[str] = []
         for raw in ids:
@@ -468,14 +483,62 @@ class Broker:
         with self.engine.begin() as conn:
             existing = self.store.get_many(conn, name, valid)
             gone = [e for e in dict.fromkeys(valid) if e in existing]
+            seen: set[str] = set()
             for eid in valid:
-                if eid not in existing:
+                if eid not in existing or eid in seen:
                     result.errors.append((eid, NotFound(f"entity {eid} does not exist")))
+                seen.add(eid)
             self.store.delete_many(conn, name, gone)
             for eid in gone:
                 self._changed(conn, name, existing[eid], None)
         result.success = gone
         return result
+
+    def load_visible(
+        self, tenant: str | None, ids: list[str], principal: Principal
+    ) -> dict[str, dict[str, Any]]:
+        """Entities by id that ``principal`` may see (for joining linked entities)."""
+        name = self.tenant_for_read(tenant)
+        with self.engine.connect() as conn:
+            found = self.store.get_many(conn, name, ids)
+        return {k: v for k, v in found.items() if _visible(v, name, principal)}
+
+    def purge(
+        self,
+        tenant: str | None,
+        query: EntityQuery,
+        principal: Principal = SUPERUSER,
+        drop: set[str] | None = None,
+        keep: set[str] | None = None,
+    ) -> int:
+        """Delete the matching entities, or with ``drop``/``keep`` only some of their attributes."""
+        name = self.tenant_for_read(tenant)
+        query.limit, query.offset, query.count = 10**9, 0, False
+        now = now_iso()
+        with self.engine.begin() as conn:
+            docs = self.store.query(conn, name, query).docs
+            for doc in docs:
+                principal.check_write(name, doc["id"])
+            if drop is None and keep is None:
+                self.store.delete_many(conn, name, [d["id"] for d in docs])
+                for doc in docs:
+                    self._changed(conn, name, doc, None)
+                return len(docs)
+            pairs = []
+            for old in docs:
+                new = copy.deepcopy(old)
+                new["attrs"] = {
+                    k: v
+                    for k, v in old["attrs"].items()
+                    if (drop is None or k not in drop) and (keep is None or k in keep)
+                }
+                if new != old:
+                    new["modifiedAt"] = now
+                    pairs.append((old, new))
+            self.store.update_many(conn, name, pairs)
+            for old, new in pairs:
+                self._changed(conn, name, old, new)
+            return len(pairs)
 
     # -- queries -------------------------------------------------------------------------------------------
     def query(self, tenant: str | None, query: EntityQuery, principal: Principal = SUPERUSER) -> QueryResult:
@@ -603,31 +666,36 @@ def _delete_instances(doc: dict[str, Any], iri: str, inst: dict[str, Any]) -> bo
     return True
 
 
+def _types_and_scope(
+    doc: dict[str, Any], payload: dict[str, Any], ctx: ActiveContext, scope_mode: str, result: UpdateResult
+) -> None:
+    """``type`` in an attribute payload adds types; ``scope`` replaces (with noOverwrite: extends) scopes."""
+    from society5.broker.model import parse_scopes, parse_types
+
+    if "type" in payload:
+        _merge_types(doc, {"type": parse_types(payload["type"], ctx)})
+    if "scope" in payload:
+        scopes = parse_scopes(payload["scope"])
+        if scope_mode == "union":
+            doc["scope"] = list(dict.fromkeys([*doc.get("scope", []), *scopes]))
+        elif scope_mode == "existing" and not doc.get("scope"):
+            result.not_updated.append({"attributeName": "scope", "reason": "the entity has no scope"})
+        else:
+            doc["scope"] = scopes
+
+
 def _append(
     doc: dict[str, Any], parser: EntityParser, payload: dict[str, Any], ctx: ActiveContext, no_overwrite: bool
 ) -> UpdateResult:
     result = UpdateResult()
-    if "type" in payload and isinstance(payload, dict):
-        from society5.broker.model import parse_types
-
-        _merge_types(doc, {"type": parse_types(payload["type"], ctx)})
-    if "scope" in payload:
-        from society5.broker.model import parse_scopes
-
-        doc["scope"] = parse_scopes(payload["scope"])
-    attrs = (
-        payload
-        if all(isinstance(v, list) for v in payload.values()) and _is_parsed(payload)
-        else parser.attributes(payload, allow_null=True)
-    )
-    for iri, instances in attrs.items():
-        name = ctx.compact(iri)
+    _types_and_scope(doc, payload, ctx, "union" if no_overwrite else "replace", result)
+    for iri, instances in parser.attributes(payload, allow_null=True).items():
         nulls = [i for i in instances if has_null(i)]
         for inst in nulls:
             if not _delete_instances(doc, iri, inst):
-                result.not_updated.append({"attributeName": name, "reason": "attribute does not exist"})
-            else:
-                result.updated.append(name)
+                result.not_updated.append({"attributeName": iri, "reason": "attribute does not exist"})
+            elif iri not in result.updated:
+                result.updated.append(iri)
         live = [i for i in instances if not has_null(i)]
         if not live:
             continue
@@ -636,38 +704,35 @@ def _append(
             fresh = [i for i in live if i.get("datasetId") not in existing]
             if len(fresh) < len(live):
                 result.not_updated.append(
-                    {"attributeName": name, "reason": "attribute exists and noOverwrite is set"}
+                    {"attributeName": iri, "reason": "attribute exists and noOverwrite is set"}
                 )
             live = fresh
             if not live:
                 continue
         _put_instances(doc, iri, live)
-        result.updated.append(name)
+        if iri not in result.updated:
+            result.updated.append(iri)
     return result
-
-
-def _is_parsed(payload: dict[str, Any]) -> bool:
-    return all(isinstance(i, dict) and "createdAt" in i for v in payload.values() for i in v)
 
 
 def _update(
     doc: dict[str, Any], parser: EntityParser, payload: dict[str, Any], ctx: ActiveContext
 ) -> UpdateResult:
     result = UpdateResult()
+    _types_and_scope(doc, payload, ctx, "existing", result)
     attrs = parser.attributes(payload, allow_null=True)
     for iri, instances in attrs.items():
-        name = ctx.compact(iri)
         current = {i.get("datasetId") for i in doc["attrs"].get(iri, [])}
         for inst in instances:
             if inst.get("datasetId") not in current:
-                result.not_updated.append({"attributeName": name, "reason": "attribute does not exist"})
+                result.not_updated.append({"attributeName": iri, "reason": "attribute does not exist"})
                 continue
             if has_null(inst):
                 _delete_instances(doc, iri, inst)
             else:
                 _put_instances(doc, iri, [inst])
-            if name not in result.updated:
-                result.updated.append(name)
+            if iri not in result.updated:
+                result.updated.append(iri)
     return result
 
 
@@ -676,7 +741,13 @@ def _merge_instance(
 ) -> dict[str, Any] | None:
     """Partial update of one instance; None means the payload deletes it (NGSI-LD Null)."""
     kind = payload.get("type", target.get("type", "Property"))
+    if kind != target.get("type", "Property"):
+        raise BadRequest(
+            f"attribute {attr} is a {target.get('type')}; a partial update cannot make it a {kind}"
+        )
     member = VALUE_MEMBER.get(kind, "value")
+    if has_null({"type": kind, member: payload.get(member, payload.get("value"))}):
+        return None
     if payload.get(member, "") in (None, NGSI_NULL) or payload.get("value", "") in (None, NGSI_NULL):
         return None
     merged = {k: v for k, v in target.items() if k not in ("modifiedAt",)}

@@ -61,6 +61,8 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, str]:
 def context_source(request: Request, body: Any = None, media: str = JSON) -> Any:
     """What the client named as @context: the body's (ld+json) or the Link header's (json), else None."""
     if media == JSONLD:
+        if request.headers.get("link") and parse_link_header(request.headers.get("link")):
+            raise BadRequest("a JSON-LD Link header is not allowed with Content-Type application/ld+json")
         items = body if isinstance(body, list) else [body]
         contexts = [i.get("@context") for i in items if isinstance(i, dict)]
         if any(c is None for c in contexts) or not contexts:

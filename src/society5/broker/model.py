@@ -15,7 +15,7 @@ sub-properties are extra keys of an instance, stored with expanded names.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from society5.broker.jsonld import ActiveContext, is_absolute_iri
@@ -74,7 +74,7 @@ def check_uri(value: Any, what: str) -> str:
 
 
 def check_attr_name(name: str) -> None:
-    if not name or _BAD_NAME_CHARS.search(name):
+    if not name or _BAD_NAME_CHARS.search(name) or name.startswith("@"):
         raise BadRequest(f"attribute name {name!r} contains characters that are not allowed")
 
 
@@ -97,6 +97,10 @@ def parse_types(value: Any, ctx: ActiveContext, what: str = "type") -> list[str]
         if not isinstance(name, str) or not name or _BAD_NAME_CHARS.search(name):
             raise BadRequest(f"{what} {name!r} is not a valid entity type name")
         iri = ctx.expand(name)
+        if iri.startswith("@") or not is_absolute_iri(iri):
+            raise BadRequest(
+                f"{what} {name!r} does not expand to an IRI (it is a JSON-LD keyword or unmapped)"
+            )
         if iri not in out:
             out.append(iri)
     return out
@@ -173,11 +177,9 @@ class EntityParser:
             return self._finish(
                 name, {"type": "GeoProperty" if geo else "Property", "value": raw}, allow_null
             )
-        if (
-            (raw.get("type") in GEOJSON_TYPES
-            and "coordinates" in raw)
-            or raw.get("type") == "GeometryCollection"
-        ):
+        if (raw.get("type") in GEOJSON_TYPES and "coordinates" in raw) or raw.get(
+            "type"
+        ) == "GeometryCollection":
             return self._finish(name, {"type": "GeoProperty", "value": raw}, allow_null)
         kind = raw.get("type")
         if kind is None:
@@ -227,10 +229,14 @@ class EntityParser:
         kind = inst["type"]
         member = VALUE_MEMBER[kind]
         value = inst[member]
-        if value is None or value == NGSI_NULL:
+        if value is None:
+            raise BadRequest(
+                f"attribute {name!r}: {member} must not be null (to delete, use urn:ngsi-ld:null)"
+            )
+        if value == NGSI_NULL or (kind == "LanguageProperty" and value == {"@none": NGSI_NULL}):
             if not allow_null:
                 raise BadRequest(f"attribute {name!r}: {member} must not be null")
-            inst[member] = NGSI_NULL
+            inst[member] = value
         elif kind == "GeoProperty":
             from society5.broker import geo
 
@@ -281,7 +287,45 @@ def stamp_created(inst: dict[str, Any], created: str) -> None:
 
 
 def has_null(inst: dict[str, Any]) -> bool:
-    return inst.get(VALUE_MEMBER.get(inst.get("type", "Property"), "value")) == NGSI_NULL
+    """True when the instance is NGSI-LD Null: the value ``urn:ngsi-ld:null`` (a LanguageProperty says it with
+    ``{"@none": "urn:ngsi-ld:null"}``) asks to delete the attribute or instance."""
+    value = inst.get(VALUE_MEMBER.get(inst.get("type", "Property"), "value"))
+    return value == NGSI_NULL or (isinstance(value, dict) and value == {"@none": NGSI_NULL})
+
+
+# --- projection (pick / omit) ------------------------------------------------------------------------------
+
+Projection = dict[str, "Projection | None"]
+_PROJ_NAME = re.compile(r"[^,{};\s]+")
+
+
+def parse_projection(text: str, what: str) -> Projection:
+    """``id,name,locatedAt{name,isInCountry{name}}``: names, each optionally with the projection of the
+    entity it links to (used with ``join``)."""
+    tree, pos = _projection_list(text, 0, what)
+    if pos != len(text):
+        raise BadRequest(f"{what}: unexpected {text[pos]!r} at position {pos}")
+    return tree
+
+
+def _projection_list(text: str, pos: int, what: str) -> tuple[Projection, int]:
+    tree: Projection = {}
+    while True:
+        match = _PROJ_NAME.match(text, pos)
+        if match is None:
+            raise BadRequest(f"{what}: expected a name at position {pos} of {text!r}")
+        name, pos = match.group(0), match.end()
+        sub: Projection | None = None
+        if pos < len(text) and text[pos] == "{":
+            sub, pos = _projection_list(text, pos + 1, what)
+            if pos >= len(text) or text[pos] != "}":
+                raise BadRequest(f"{what}: missing '}}' in {text!r}")
+            pos += 1
+        tree[name] = sub
+        if pos < len(text) and text[pos] == ",":
+            pos += 1
+            continue
+        return tree, pos
 
 
 # --- rendering ---------------------------------------------------------------------------------------------
@@ -297,10 +341,13 @@ class Renderer:
         fmt: str = "normalized",
         sys_attrs: bool = False,
         attrs: Iterable[str] | None = None,
-        pick: set[str] | None = None,
-        omit: set[str] | None = None,
+        pick: Projection | None = None,
+        omit: Projection | None = None,
         lang: str | None = None,
         datasets: set[str] | None = None,
+        join: str | None = None,
+        join_level: int = 1,
+        loader: Callable[[list[str]], dict[str, dict[str, Any]]] | None = None,
     ):
         self.ctx = ctx
         self.fmt = fmt
@@ -310,6 +357,76 @@ class Renderer:
         self.omit = omit
         self.lang = lang
         self.datasets = datasets
+        self.join = join if join in ("inline", "flat") and loader is not None else None
+        self.join_level = join_level
+        self.loader = loader
+
+    def child(self, name: str) -> Renderer:
+        """The renderer of entities linked through relationship ``name`` (nested pick/omit apply there)."""
+        pick = self.pick.get(name) if self.pick is not None else None
+        omit = self.omit.get(name) if self.omit is not None else None
+        return Renderer(
+            self.ctx,
+            fmt=self.fmt,
+            sys_attrs=self.sys_attrs,
+            pick=pick,
+            omit=omit,
+            lang=self.lang,
+            join=self.join,
+            join_level=self.join_level - 1,
+            loader=self.loader,
+        )
+
+    def render(self, doc: dict[str, Any]) -> Any:
+        """The entity, with linked entities joined in (inline) or listed after it (flat, a list)."""
+        if self.join is None:
+            return self.entity(doc)
+        flat: dict[str, dict[str, Any]] = {}
+        root = self._joined(doc, flat, {doc["id"]})
+        if self.join == "flat":
+            return [root, *flat.values()]
+        return root
+
+    def _joined(self, doc: dict[str, Any], flat: dict[str, dict[str, Any]], path: set[str]) -> dict[str, Any]:
+        out = self.entity(doc)
+        if self.join_level < 1 or self.loader is None:
+            return out
+        links: dict[str, list[str]] = {}
+        for iri, instances in doc.get("attrs", {}).items():
+            name = self.ctx.compact(iri)
+            if name not in out:
+                continue
+            for inst in instances:
+                if inst.get("type") == "Relationship":
+                    objs = inst["object"] if isinstance(inst["object"], list) else [inst["object"]]
+                elif inst.get("type") == "ListRelationship":
+                    objs = [o.get("object") if isinstance(o, dict) else o for o in inst.get("objectList", [])]
+                else:
+                    continue
+                links.setdefault(name, []).extend(o for o in objs if isinstance(o, str))
+        if not links:
+            return out
+        found = self.loader(sorted({o for objs in links.values() for o in objs}))
+        for name, objs in links.items():
+            child = self.child(name)
+            rendered = []
+            for obj in objs:
+                target = found.get(obj)
+                if target is None or obj in path:
+                    continue
+                linked = child._joined(target, flat, path | {obj})
+                if self.join == "flat":
+                    if obj not in flat:
+                        flat[obj] = linked
+                else:
+                    rendered.append(linked)
+            if self.join == "inline" and rendered:
+                embedded = rendered[0] if len(rendered) == 1 else rendered
+                if self.fmt == "keyValues":
+                    out[name] = embedded
+                elif isinstance(out[name], dict):
+                    out[name] = {**out[name], "entity": embedded}
+        return out
 
     def entity(self, doc: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"id": doc["id"]}
@@ -336,7 +453,7 @@ class Renderer:
         if self.pick is not None:
             out = {k: v for k, v in out.items() if k in self.pick}
         if self.omit is not None:
-            out = {k: v for k, v in out.items() if k not in self.omit}
+            out = {k: v for k, v in out.items() if k not in self.omit or self.omit[k] is not None}
         return out
 
     def instance(self, inst: dict[str, Any]) -> Any:

@@ -8,6 +8,7 @@ forms) is checked in Python on the candidates, before counting and paging.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class EntityQuery:
     offset: int = 0
     count: bool = False
     public_only: bool = False
+    order: list[tuple[list[str], bool]] | None = None  # (path, descending); path[0] is id/type/… or an IRI
 
 
 @dataclass
@@ -202,6 +204,8 @@ class EntityStore:
     def query(self, conn: Connection, tenant: str, query: EntityQuery) -> QueryResult:
         where, exact = self._where(tenant, query)
         base = sa.select(entities.c.doc).where(*where).order_by(entities.c.id)
+        if query.order:
+            exact = False
         if exact:
             docs: list[dict[str, Any]] = []
             if query.limit > 0:
@@ -213,6 +217,11 @@ class EntityStore:
                 ).scalar_one()
             return QueryResult(docs, count)
         matching = [r[0] for r in conn.execute(base) if self._post_filter(r[0], query)]
+        for path, descending in reversed(query.order or []):
+            present = [d for d in matching if _order_value(d, path) is not None]
+            absent = [d for d in matching if _order_value(d, path) is None]
+            present.sort(key=functools.partial(_doc_sort_key, path), reverse=descending)
+            matching = present + absent  # entities without the value come last either way
         page = matching[query.offset : query.offset + query.limit] if query.limit > 0 else []
         return QueryResult(page, len(matching) if query.count else None)
 
@@ -324,6 +333,57 @@ class EntityStore:
             stmt = stmt.where(self._types_sql(tenant, [frozenset([t]) for t in types]))
         for row in conn.execute(stmt.execution_options(yield_per=500)):
             yield row[0]
+
+
+def _order_value(doc: dict[str, Any], path: list[str]) -> Any:
+    head, rest = path[0], path[1:]
+    if head == "id":
+        return doc["id"]
+    if head == "type":
+        return doc["type"][0] if doc.get("type") else None
+    if head in ("createdAt", "modifiedAt"):
+        return doc.get(head)
+    instances = doc.get("attrs", {}).get(head)
+    if not instances:
+        return None
+    node: Any = instances[0]
+    for step in rest:
+        if not isinstance(node, dict):
+            return None
+        if step in node and step in ("createdAt", "modifiedAt", "observedAt", "unitCode", "datasetId"):
+            node = node[step]
+            continue
+        sub = next(
+            (
+                v
+                for k, v in node.items()
+                if isinstance(v, dict) and (k == step or k.endswith("/" + step) or k.endswith("#" + step))
+            ),
+            None,
+        )
+        node = sub
+    if isinstance(node, dict):
+        for member in ("value", "object", "vocab", "languageMap", "valueList"):
+            if member in node:
+                return node[member]
+        return None
+    return node
+
+
+def _doc_sort_key(path: list[str], doc: dict[str, Any]) -> tuple[int, Any]:
+    return _sort_key(_order_value(doc, path))
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if isinstance(value, bool):
+        return (0, int(value))
+    if isinstance(value, int | float):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    if isinstance(value, dict) and "@value" in value:
+        return (2, str(value["@value"]))
+    return (3, str(value))
 
 
 _SAFE_IRI = re.compile(r'^[^"\\]*$')
