@@ -322,9 +322,9 @@ def test_line_distance_agrees_with_brute_force(
         + math.cos(phi0) * np.cos(dense[:, 1]) * np.sin((dense[:, 0] - lam0) / 2) ** 2
     )
     brute = float(np.min(2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(h, 1.0)))))
-    # The sampled minimum overestimates the true one by at most ~1 m; the module's distance is that to
-    # an actual point of the line, picked in a local plane, so it agrees to within 0.01 %.
-    assert got == pytest.approx(brute, rel=1e-4, abs=1.0)
+    # The sampled minimum overestimates the true one by up to half a sample step (~1.1 m); the module's
+    # distance is that to an actual point of the line, picked in a local plane, so it agrees within 0.01 %.
+    assert got == pytest.approx(brute, rel=1e-4, abs=1.5)
 
 
 # parse_geo_query -------------------------------------------------------------------------------
@@ -453,16 +453,18 @@ def test_shared_query_matches_consistently_from_many_threads() -> None:
         (("within", "Point", "[141.35,NaN]"), "coordinates[1]: nan is not a finite number"),
         (("within", "LineString", "[[141.35,43.06]]"), "a LineString needs at least 2 positions"),
         (("within", "Polygon", "[[[141,43],[142,43],[142,44],[141,44]]]"), "a linear ring must be closed"),
-        (
-            ("within", "Polygon", "[[[0,0],[1,1],[1,0],[0,1],[0,0]]]"),
-            "coordinates: the Polygon is not a valid geometry (Self-intersection",
-        ),
     ],
 )
 def test_parse_errors(args: tuple[Any, Any, Any], message: str) -> None:
     with pytest.raises(GeoError) as err:
         parse_geo_query(*args, None)
     assert message in str(err.value)
+
+
+def test_self_intersecting_query_polygon_is_repaired() -> None:
+    bowtie = q("within", "Polygon", "[[[0,0],[1,1],[1,0],[0,1],[0,0]]]")
+    assert bowtie.matches({"type": "Point", "coordinates": [0.2, 0.5]})
+    assert not bowtie.matches({"type": "Point", "coordinates": [0.5, 0.2]})
 
 
 def test_parse_rejects_pathologically_nested_json() -> None:

@@ -6,7 +6,7 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from society5.broker import geo as geo_mod
@@ -34,7 +34,18 @@ from society5.broker.store import EntityQuery
 from society5.core.errors import ApiError, BadRequest, InvalidRequest, NotFound
 from society5.core.http import platform_of, principal_of
 
-router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"])
+
+def reject_unknown_params(request: Request) -> None:
+    """An unknown query parameter is a client mistake (a typo silently ignored would return wrong data)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    allowed = {p.alias for p in dependant.query_params} if dependant is not None else set()
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter(s): {', '.join(unknown)}")
+
+
+router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"], dependencies=[Depends(reject_unknown_params)])
 
 TenantHeader = Header(
     default=None, alias="NGSILD-Tenant", description="tenant: the municipality's 団体コード"
@@ -454,7 +465,11 @@ def delete_entity(
     "/entities/{entity_id}/attrs", status_code=204, openapi_extra=body_doc(), summary="Append attributes"
 )
 async def append_attrs(
-    request: Request, entity_id: str, tenant: str | None = TenantHeader, options: str | None = None
+    request: Request,
+    entity_id: str,
+    tenant: str | None = TenantHeader,
+    options: str | None = None,
+    type: str | None = None,
 ) -> Response:
     body, ctx = await _body(request)
     opts = flag_set(options)
@@ -725,7 +740,11 @@ def list_types(request: Request, tenant: str | None = TenantHeader, details: str
 
 
 @router.get("/types/{type_name:path}", summary="Details of an entity type")
-def type_info(request: Request, type_name: str, tenant: str | None = TenantHeader) -> Response:
+def type_info(
+    request: Request, type_name: str, tenant: str | None = TenantHeader, details: str | None = None
+) -> Response:
+    if not type_name:  # "/types/" is the list
+        return list_types(request, tenant, details)
     media = accepted(request, allow_geo=False)
     ctx = _get_ctx(request)
     iri = ctx.expand(type_name)
@@ -792,7 +811,11 @@ def list_attributes(
 
 
 @router.get("/attributes/{attr:path}", summary="Details of an attribute")
-def attribute_info(request: Request, attr: str, tenant: str | None = TenantHeader) -> Response:
+def attribute_info(
+    request: Request, attr: str, tenant: str | None = TenantHeader, details: str | None = None
+) -> Response:
+    if not attr:  # "/attributes/" is the list
+        return list_attributes(request, tenant, details)
     media = accepted(request, allow_geo=False)
     ctx = _get_ctx(request)
     iri = ctx.expand(attr)

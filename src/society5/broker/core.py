@@ -450,9 +450,11 @@ class Broker:
                         _merge(new, parser, payload)
                     else:
                         skipped = _append(new, parser, payload, ent_ctx, no_overwrite).not_updated
-                        if skipped:
+                        if skipped:  # the other attributes are applied; the entity is still reported
                             names = ", ".join(ent_ctx.compact(n["attributeName"]) for n in skipped)
-                            raise BadRequest(f"attributes {names} exist and noOverwrite is set")
+                            result.errors.append(
+                                (eid, BadRequest(f"attributes {names} exist and noOverwrite is set"))
+                            )
                 except ApiError as err:
                     result.errors.append((str(raw_id or ""), err))
                     continue

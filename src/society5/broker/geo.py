@@ -486,7 +486,7 @@ class GeoQuery:
     @cached_property
     def shape(self) -> BaseGeometry:
         """The reference geometry as a (2D, unprepared) shapely geometry, e.g. for WKT."""
-        return _to_shape(self.geometry)
+        return _valid_shape(self.geometry)
 
     @cached_property
     def _thread_local(self) -> threading.local:
@@ -502,7 +502,7 @@ class GeoQuery:
         local = self._thread_local
         geom: BaseGeometry | None = getattr(local, "geom", None)
         if geom is None:
-            geom = _to_shape(self.geometry)
+            geom = _valid_shape(self.geometry)
             shapely.prepare(geom)
             local.geom = geom
         return geom
@@ -631,6 +631,13 @@ class GeoQuery:
         return relation
 
 
+def _valid_shape(geom: Mapping[str, Any]) -> BaseGeometry:
+    shape = _to_shape(geom)
+    if geom.get("type") in ("Polygon", "MultiPolygon") and not shapely.is_valid(shape):
+        shape = shapely.make_valid(shape)
+    return shape
+
+
 # --------------------------------------------------------------------------------------------------
 # Parsing
 # --------------------------------------------------------------------------------------------------
@@ -733,10 +740,8 @@ def parse_geo_query(
         raise GeoError(f"coordinates: expected a JSON array, got {_json_type(coords)}")
     geom = validate_geometry({"type": gtype, "coordinates": coords})
 
-    if gtype in ("Polygon", "MultiPolygon"):
-        reason = shapely.is_valid_reason(_to_shape(geom))
-        if reason != "Valid Geometry":
-            raise GeoError(f"coordinates: the {gtype} is not a valid geometry ({reason})")
+    # A self-intersecting query polygon is repaired (shapely.make_valid) rather than refused: the same
+    # polygon is accepted as an entity's location, and clients draw such shapes by hand.
 
     if geoproperty is None:
         prop = "location"

@@ -383,7 +383,7 @@ class Renderer:
             return self.entity(doc)
         flat: dict[str, dict[str, Any]] = {}
         root = self._joined(doc, flat, {doc["id"]})
-        if self.join == "flat":
+        if self.join == "flat" and flat:
             return [root, *flat.values()]
         return root
 
