@@ -228,6 +228,8 @@ class EntityStore:
     def _post_filter(self, doc: dict[str, Any], query: EntityQuery) -> bool:
         if query.q is not None and not qlang.evaluate(query.q, doc):
             return False
+        if query.scope is not None and not scopelang.matches(query.scope, scopelang.doc_scopes(doc)):
+            return False
         if query.geo is not None:
             gq = query.geo
             for inst in doc.get("attrs", {}).get(gq.geoproperty, ()):

@@ -25,7 +25,8 @@ Decisions
   sub-attributes, except inside an absolute IRI (``scheme://``): there a dot belongs to the IRI while
   the IRI is still in its authority, or when the text after the dot still contains ``/`` or ``#``.
   So ``https://x.org/ns#speed.accuracy`` is ``speed`` + sub-attribute ``accuracy`` and
-  ``https://x.org/v1.2/speed`` is one name.  (Orion-LD likewise splits only after the IRI's path.)
+  ``https://x.org/v1.2/speed`` is one name.  (A dot inside the last path segment of an IRI attribute
+  name cannot be written; such names are unusual and can be given in compact form instead.)
 * Unquoted values are typed by their shape: number, ``true``/``false``, date-time, date, time, and
   otherwise a URI (``scheme:...``, compared as a string).  Anything else must be quoted.
 * Quoted strings: ``\\"`` is a quote, ``\\\\`` a backslash, any other backslash is kept as written (so
@@ -43,9 +44,11 @@ Decisions
 * The target of an attribute instance is the first member present among ``languageMap``, ``value``,
   ``object``, ``valueList``, ``vocab``, ``json``, ``objectList``; a list target matches when any element
   does, a ``languageMap`` (without ``[key]``) when any language's value does.  JSON ``null`` is "no value".
+* A term holds when ANY instance of the attribute (one per datasetId) satisfies it.
 * ``attr.sub``: ``sub`` is a key of the instance.  A sub-property (a dict) is itself an instance; any
   other member (``observedAt``, ``unitCode``, ...) is compared as-is.  ``[k1][k2]`` index into the
-  target through objects only.
+  target through objects only.  ``expand_names`` leaves those core member names unexpanded because
+  the stored instance keeps them in compact form.
 """
 
 from __future__ import annotations
@@ -746,9 +749,18 @@ def _as_temporal(cand: Any, kind: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- SQL
+#
+# Both dialects implement the evaluator's semantics term by term; AND/OR map to SQL AND/OR.  A term is
+# exact unless its literal is a date/time or a pattern (then the SQL keeps a superset).  Negated terms
+# (!=, !~=) are exact only when the positive term is; otherwise they keep "the path has a value".
+#
+# SQLite: json_each over the attribute's instances, then over each target's candidates.
+# PostgreSQL: one strict-mode SQL/JSON path per term (jsonb_path_exists, errors silenced), which is an
+# order of magnitude faster than set-returning functions; values travel in the path's $vars.
 
 SqlExpr: TypeAlias = ColumnElement[Any]
 SqlBool: TypeAlias = ColumnElement[bool]
+_Term: TypeAlias = Comparison | Exists
 _SQL_OPS: Final = {"==": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 # Comparing whole seconds only can turn a strict comparison into a non-strict one (superset, never less).
 _RELAXED_OPS: Final = {"==": "=", ">": ">=", ">=": ">=", "<": "<=", "<=": "<="}
@@ -760,18 +772,19 @@ def to_sql(node: Node, doc_col: SqlExpr, dialect: str) -> tuple[SqlBool, bool]:
     ``exact=False`` means ``expr`` selects a superset; the caller re-checks rows with ``evaluate``.
     Exact: numbers, strings, booleans, lists and ranges of those, existence, AND/OR.  Superset:
     date/time literals (stored strings come in many ISO forms) and regular expressions.
-    All values and JSON paths are bound parameters.
+    All values and JSON paths are bound parameters.  SQLite needs 3.38+ (the ``->`` operator).
     """
     if dialect == "sqlite":
-        return _compile(node, _SqliteSql(doc_col))
+        sqlite_sql = _SqliteSql(doc_col)
+        return _compile(node, sqlite_sql.term)
     if dialect == "postgresql":
-        return _compile(node, _PostgresSql(doc_col))
+        return _compile(node, lambda term: _pg_term(term, doc_col))
     raise ValueError(f"unsupported dialect {dialect!r}")
 
 
-def _compile(node: Node, sql: _Sql) -> tuple[SqlBool, bool]:
+def _compile(node: Node, term_sql: Callable[[_Term], tuple[SqlBool, bool]]) -> tuple[SqlBool, bool]:
     if isinstance(node, And | Or):
-        parts = [_compile(i, sql) for i in node.items]
+        parts = [_compile(i, term_sql) for i in node.items]
         exprs = [p[0] for p in parts]
         exact = all(p[1] for p in parts)
         if isinstance(node, And):
@@ -779,10 +792,7 @@ def _compile(node: Node, sql: _Sql) -> tuple[SqlBool, bool]:
         return (sa.or_(*exprs) if exprs else sa.false()), exact
     if not _path_is_safe(node.path):
         return sa.true(), False
-    if isinstance(node, Exists):
-        found = _exists_sql(node.path, sql)
-        return (sa.not_(found) if node.negated else found), True
-    return _comparison_sql(node, sql)
+    return term_sql(node)
 
 
 def _path_is_safe(path: AttrPath) -> bool:
@@ -791,6 +801,7 @@ def _path_is_safe(path: AttrPath) -> bool:
 
 
 def _safe_text(text: str) -> bool:
+    """Bindable as PostgreSQL text / jsonb (no NUL) and encodable as UTF-8 (no lone surrogates)."""
     if "\x00" in text:
         return False
     try:
@@ -800,88 +811,37 @@ def _safe_text(text: str) -> bool:
     return True
 
 
-def _exists_sql(path: AttrPath, sql: _Sql) -> SqlBool:
-    inst = sql.instances(path.attr)
-    if not path.sub and not path.keys:
-        return inst.exists(inst.present)
-    node = sql.member(inst.json, path.sub) if path.sub else inst.json
-    if path.keys:
-        node = sql.member(sql.target(node, bool(path.sub)), path.keys)
-    return inst.exists(sql.present(node))
+def _positive(op: str) -> str:
+    return {"!=": "==", "!~=": "~="}.get(op, op)
 
 
-def _comparison_sql(node: Comparison, sql: _Sql) -> tuple[SqlBool, bool]:
-    """EXISTS instance whose target (computed once, as a one-row table) has a matching candidate."""
-    path = node.path
-    inst = sql.instances(path.attr)
-    base = sql.member(inst.json, path.sub) if path.sub else inst.json
-    target = sql.target(base, bool(path.sub))
-    lang: SqlBool | None = None
-    if path.keys:
-        target = sql.member(target, path.keys)
-    else:
-        lang = sql.member(base, ("languageMap",)).is_not(None)
-    op, negate = node.op, node.op in ("!=", "!~=")
-    if negate:
-        op = "==" if op == "!=" else "~="
-    exact = _candidate_sql(op, node.value, None, sql)[1]
-    if negate and not exact:  # NOT of a superset is not a superset: fall back to "has a value"
-        return inst.exists(sql.present(target)), False
-
-    def pred(cand: _Value) -> SqlBool:
-        return _candidate_sql(op, node.value, cand, sql)[0]
-
-    return inst.exists(sql.any_candidate(target, lang, pred, negate)), exact
-
-
-def _candidate_sql(op: str, value: Value, cand: _Value | None, sql: _Sql) -> tuple[SqlBool, bool]:
-    """Predicate on one candidate, and whether it is exact (``cand=None``: only the exactness is wanted)."""
+def _is_exact(op: str, value: Value) -> bool:
+    """Whether the positive operator ``op`` with ``value`` compiles to exact SQL."""
+    if op == "~=":
+        return False
     if isinstance(value, ValueList):
-        parts = [_scalar_sql("==", v, cand, sql) for v in value.items]
-        return sa.or_(*(p[0] for p in parts)), all(p[1] for p in parts)
+        return all(_scalar_is_exact("==", v) for v in value.items)
     if isinstance(value, Range):
-        low, low_exact = _scalar_sql(">=", value.low, cand, sql)
-        high, high_exact = _scalar_sql("<=", value.high, cand, sql)
-        return sa.and_(low, high), low_exact and high_exact
-    if op == "~=":  # Python `re` has no SQL equivalent: keep the string candidates
-        return (sa.true() if cand is None else sql.is_string(cand)), False
-    return _scalar_sql(op, value, cand, sql)
+        return _scalar_is_exact(">=", value.low) and _scalar_is_exact("<=", value.high)
+    return _scalar_is_exact(op, value)
 
 
-def _scalar_sql(op: str, value: Scalar, cand: _Value | None, sql: _Sql) -> tuple[SqlBool, bool]:
+def _scalar_is_exact(op: str, value: Scalar) -> bool:
     if isinstance(value, bool):
-        if op != "==":
-            return sa.true(), False
-        return (sa.true() if cand is None else sql.bool_eq(cand, value)), True
+        return op == "=="
     if isinstance(value, int | float):
-        return (sa.true() if cand is None else sql.num_cmp(cand, op, value)), True
+        return True
     if isinstance(value, str):
-        if not _safe_text(value):
-            return sa.true(), False
-        return (sa.true() if cand is None else sql.str_cmp(cand, op, value)), True
-    return (sa.true() if cand is None else _temporal_sql(op, value, cand, sql)), False
+        return _safe_text(value)
+    return False
 
 
-def _temporal_sql(op: str, value: Scalar, cand: _Value, sql: _Sql) -> SqlBool:
-    """Superset filter for date/time literals.
-
-    A stored string in the canonical UTC form ``YYYY-MM-DDTHH:MM:SS[.fff]Z`` is compared on its first 19
-    characters (whole seconds, so strict operators become non-strict); canonical dates ``YYYY-MM-DD``
-    compare as strings (lexical order is date order).  Every other string / typed object is kept.
-    """
-    text = sql.temporal_text(cand)
-    has_text = text.is_not(None)
-    if isinstance(value, datetime):
-        try:
-            prefix = value.astimezone(UTC).isoformat()[:19]
-        except OverflowError:  # near datetime.min/max: no useful bound
-            return has_text
-        bound_ok = sql.text_cmp(sa.func.substr(text, 1, 19), _RELAXED_OPS[op], prefix)
-        return sa.and_(has_text, sa.or_(sa.not_(sql.canonical_datetime(text)), bound_ok))
-    if isinstance(value, date):
-        bound_ok = sql.text_cmp(text, _SQL_OPS[op], value.isoformat())
-        return sa.and_(has_text, sa.or_(sa.not_(sql.canonical_date(text)), bound_ok))
-    return has_text  # times: offsets make a lexical bound unsound; keep every candidate
+def _utc_prefix(value: datetime) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SS`` in UTC, or None near datetime.min/max where UTC overflows."""
+    try:
+        return value.astimezone(UTC).isoformat()[:19]
+    except OverflowError:
+        return None
 
 
 def _cmp(left: SqlExpr, sql_op: str, right: SqlExpr) -> SqlBool:
@@ -889,82 +849,7 @@ def _cmp(left: SqlExpr, sql_op: str, right: SqlExpr) -> SqlBool:
     return left.op(sql_op, is_comparison=True)(right)
 
 
-class _Value:
-    """A JSON value inside SQL: ``value`` (SQLite: json_each's SQL value; PG: jsonb) and its type name."""
-
-    def __init__(self, value: SqlExpr, jtype: SqlExpr) -> None:
-        self.value = value
-        self.jtype = jtype
-
-
-class _Instances:
-    """One attribute's instances as a table-valued FROM item, with the JSON of each instance."""
-
-    def __init__(self, from_: Any, json_: SqlExpr, present: SqlBool, guard: SqlBool) -> None:
-        self.from_ = from_
-        self.json = json_
-        self.present = present
-        self.guard = guard
-
-    def exists(self, pred: SqlBool) -> SqlBool:
-        return sa.select(sa.literal(1)).select_from(self.from_).where(self.guard, pred).exists()
-
-
-class _Sql:
-    """Dialect primitives; JSON values are JSON text on SQLite and jsonb on PostgreSQL."""
-
-    def __init__(self, doc: SqlExpr) -> None:
-        self.doc = doc
-
-    def instances(self, attr: str) -> _Instances:
-        raise NotImplementedError
-
-    def member(self, value: SqlExpr, names: tuple[str, ...]) -> SqlExpr:
-        raise NotImplementedError
-
-    def jtype(self, value: SqlExpr) -> SqlExpr:
-        raise NotImplementedError
-
-    def any_candidate(self, target: SqlExpr, lang: SqlBool | None, pred: Callable[[_Value], SqlBool],
-                      negate: bool) -> SqlBool:
-        """Some candidate of ``target`` satisfies ``pred`` (``negate``: target present and none does)."""
-        raise NotImplementedError
-
-    def num_cmp(self, cand: _Value, op: str, value: int | float) -> SqlBool:
-        raise NotImplementedError
-
-    def str_cmp(self, cand: _Value, op: str, value: str) -> SqlBool:
-        raise NotImplementedError
-
-    def bool_eq(self, cand: _Value, value: bool) -> SqlBool:
-        raise NotImplementedError
-
-    def is_string(self, cand: _Value) -> SqlBool:
-        raise NotImplementedError
-
-    def temporal_text(self, cand: _Value) -> SqlExpr:
-        raise NotImplementedError
-
-    def canonical_datetime(self, text: SqlExpr) -> SqlBool:
-        raise NotImplementedError
-
-    def canonical_date(self, text: SqlExpr) -> SqlBool:
-        raise NotImplementedError
-
-    def text_cmp(self, text: SqlExpr, sql_op: str, value: str) -> SqlBool:
-        raise NotImplementedError
-
-    # shared on top of the primitives
-    def present(self, value: SqlExpr) -> SqlBool:
-        """Has a value: not missing (SQL NULL) and not JSON null."""
-        return sa.func.coalesce(self.jtype(value), "null") != "null"
-
-    def target(self, node: SqlExpr, has_sub: bool) -> SqlExpr:
-        """SQL twin of ``_target``: first member present; a non-object sub-attribute is its own target."""
-        first = sa.func.coalesce(*(self.member(node, (name,)) for name in TARGET_MEMBERS))
-        if not has_sub:
-            return first
-        return sa.case((self.jtype(node) == "object", first), else_=node)
+# --- SQLite ---------------------------------------------------------------------------------------
 
 
 def _sqlite_path(names: tuple[str, ...]) -> str:
@@ -976,138 +861,277 @@ _SQLITE_DATETIME_GLOB: Final = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9]
 _SQLITE_DATE_GLOB: Final = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
 
 
-class _SqliteSql(_Sql):
-    """SQLite JSON1: ``json_each`` rows carry an SQL ``value`` and a ``type`` (text/integer/real/true/...)."""
+class _Row:
+    """A json_each row: its SQL ``value`` (JSON text for arrays/objects) and its ``type`` name."""
 
-    def instances(self, attr: str) -> _Instances:
+    def __init__(self, from_: Any) -> None:
+        self.from_ = from_
+        self.value: SqlExpr = from_.c.value
+        self.jtype: SqlExpr = from_.c["type"]
+
+    def exists(self, *where: SqlBool) -> SqlBool:
+        return sa.select(sa.literal(1)).select_from(self.from_).where(*where).exists()
+
+
+class _SqliteSql:
+    """SQLite JSON1 twin of the evaluator.  JSON values are JSON text produced by ``->``."""
+
+    def __init__(self, doc: SqlExpr) -> None:
+        self.doc = doc
+
+    def term(self, node: _Term) -> tuple[SqlBool, bool]:
+        if isinstance(node, Exists):
+            found = self.exists_path(node.path)
+            return (sa.not_(found) if node.negated else found), True
+        return self.comparison(node)
+
+    # -- structure
+    def instances(self, attr: str) -> tuple[_Row, SqlExpr, SqlBool]:
+        """(instance rows, JSON of an object instance else NULL, "attribute is a JSON array")."""
         path = _sqlite_path(("attrs", attr))
-        rows = sa.func.json_each(self.doc, sa.literal(path)).table_valued("value", "type")
-        # Non-object instances have no members: NULL keeps '->' from parsing a bare SQL scalar as JSON.
-        inst_json = sa.case((rows.c["type"] == "object", rows.c.value))
-        guard = sa.func.json_type(self.doc, sa.literal(path)) == "array"
-        return _Instances(rows, inst_json, rows.c["type"] != "null", guard)
+        row = _Row(sa.func.json_each(self.doc, sa.literal(path)).table_valued("value", "type"))
+        # NULL for non-objects keeps '->' from parsing a bare SQL scalar (json_each's value) as JSON.
+        inst_json = sa.case((row.jtype == "object", row.value))
+        return row, inst_json, sa.func.json_type(self.doc, sa.literal(path)) == "array"
 
     def member(self, value: SqlExpr, names: tuple[str, ...]) -> SqlExpr:
         return value.op("->")(sa.literal(_sqlite_path(names)))
 
-    def jtype(self, value: SqlExpr) -> SqlExpr:
-        return sa.func.json_type(value)
+    def present(self, value: SqlExpr) -> SqlBool:
+        """Has a value: not missing (SQL NULL) and not JSON null."""
+        return sa.func.coalesce(sa.func.json_type(value), "null") != "null"
 
-    def any_candidate(self, target: SqlExpr, lang: SqlBool | None, pred: Callable[[_Value], SqlBool],
+    def target(self, node: SqlExpr, has_sub: bool) -> SqlExpr:
+        """Twin of ``_target``: the first member present; a non-object sub-attribute is its own target."""
+        first = sa.func.coalesce(*(self.member(node, (name,)) for name in TARGET_MEMBERS))
+        if not has_sub:
+            return first
+        return sa.case((sa.func.json_type(node) == "object", first), else_=node)
+
+    def exists_path(self, path: AttrPath) -> SqlBool:
+        inst, inst_json, is_array = self.instances(path.attr)
+        if not path.sub and not path.keys:
+            return inst.exists(is_array, inst.jtype != "null")
+        node = self.member(inst_json, path.sub) if path.sub else inst_json
+        if path.keys:
+            node = self.member(self.target(node, bool(path.sub)), path.keys)
+        return inst.exists(is_array, self.present(node))
+
+    def comparison(self, node: Comparison) -> tuple[SqlBool, bool]:
+        path = node.path
+        inst, inst_json, is_array = self.instances(path.attr)
+        base = self.member(inst_json, path.sub) if path.sub else inst_json
+        target = self.target(base, bool(path.sub))
+        lang: SqlBool | None = None
+        if path.keys:
+            target = self.member(target, path.keys)
+        else:
+            lang = self.member(base, ("languageMap",)).is_not(None)
+        op, negate = _positive(node.op), node.op in ("!=", "!~=")
+        exact = _is_exact(op, node.value)
+        if negate and not exact:  # NOT of a superset is not a superset: keep "has a value"
+            return inst.exists(is_array, self.present(target)), False
+        hit = self.any_candidate(target, lang, lambda c: self.candidate(op, node.value, c), negate)
+        return inst.exists(is_array, hit), exact
+
+    def any_candidate(self, target: SqlExpr, lang: SqlBool | None, pred: Callable[[_Row], SqlBool],
                       negate: bool) -> SqlBool:
-        # The target becomes one json_each row t ('[' || T || ']': T is JSON text; NULL gives no row).
-        wrapped = sa.literal("[").op("||")(target).op("||")(sa.literal("]"))
-        row = sa.func.json_each(wrapped).table_valued("value", "type")
-        t = _Value(row.c.value, row.c["type"])
+        """Some candidate of ``target`` satisfies ``pred`` (``negate``: target present and none does)."""
+        # The target becomes one row t ('[' || T || ']', T being JSON text; NULL gives no row), so the
+        # long target expression is written once.
+        t = _Row(sa.func.json_each(sa.literal("[").op("||")(target).op("||")(sa.literal("]")))
+                 .table_valued("value", "type"))
         iterate = t.jtype == "array"
         if lang is not None:
             iterate = sa.or_(iterate, sa.and_(lang, t.jtype == "object"))
         # The CASE keeps json_each from ever parsing a scalar's bare SQL value as JSON text.
-        listed = sa.case((iterate, t.value), else_=sa.literal("[]"))
-        items = sa.func.json_each(listed).table_valued("value", "type")
-        item = _Value(items.c.value, items.c["type"])
-        in_items = sa.select(sa.literal(1)).select_from(items).where(pred(item))
-        hit = sa.or_(sa.and_(sa.not_(iterate), pred(t)), sa.and_(iterate, in_items.exists()))
-        cond = sa.and_(t.jtype != "null", sa.not_(hit)) if negate else hit
-        return sa.select(sa.literal(1)).select_from(row).where(cond).exists()
+        items = _Row(sa.func.json_each(sa.case((iterate, t.value), else_=sa.literal("[]")))
+                     .table_valued("value", "type"))
+        hit = sa.or_(sa.and_(sa.not_(iterate), pred(t)), sa.and_(iterate, items.exists(pred(items))))
+        return t.exists(sa.and_(t.jtype != "null", sa.not_(hit)) if negate else hit)
 
-    def num_cmp(self, cand: _Value, op: str, value: int | float) -> SqlBool:
-        return sa.and_(cand.jtype.in_(("integer", "real")), _cmp(cand.value, _SQL_OPS[op], sa.literal(value)))
+    # -- candidate predicates (superset where _is_exact says so)
+    def candidate(self, op: str, value: Value, cand: _Row) -> SqlBool:
+        if isinstance(value, ValueList):
+            return sa.or_(*(self.scalar("==", v, cand) for v in value.items))
+        if isinstance(value, Range):
+            return sa.and_(self.scalar(">=", value.low, cand), self.scalar("<=", value.high, cand))
+        if op == "~=":  # Python `re` has no SQL equivalent: keep the string candidates
+            return cand.jtype == "text"
+        return self.scalar(op, value, cand)
 
-    def str_cmp(self, cand: _Value, op: str, value: str) -> SqlBool:
-        return sa.and_(cand.jtype == "text", _cmp(cand.value, _SQL_OPS[op], sa.literal(value)))
+    def scalar(self, op: str, value: Scalar, cand: _Row) -> SqlBool:
+        if isinstance(value, bool):
+            return cand.jtype == ("true" if value else "false") if op == "==" else sa.true()
+        if isinstance(value, int | float):
+            is_number = cand.jtype.in_(("integer", "real"))
+            return sa.and_(is_number, _cmp(cand.value, _SQL_OPS[op], sa.literal(value)))
+        if isinstance(value, str):
+            if not _safe_text(value):
+                return sa.true()
+            return sa.and_(cand.jtype == "text", _cmp(cand.value, _SQL_OPS[op], sa.literal(value)))
+        return self.temporal(op, value, cand)
 
-    def bool_eq(self, cand: _Value, value: bool) -> SqlBool:
-        return cand.jtype == ("true" if value else "false")
+    def temporal(self, op: str, value: datetime | date | time, cand: _Row) -> SqlBool:
+        """Superset for date/time literals.
 
-    def is_string(self, cand: _Value) -> SqlBool:
-        return cand.jtype == "text"
-
-    def temporal_text(self, cand: _Value) -> SqlExpr:
-        return sa.case(
+        A string in the canonical UTC form ``YYYY-MM-DDTHH:MM:SS[.f]Z`` is compared on its first 19
+        characters (whole seconds, so strict operators become non-strict); a canonical ``YYYY-MM-DD``
+        compares as a string (lexical order is date order).  Any other string / typed object is kept.
+        """
+        text = sa.case(
             (cand.jtype == "text", cand.value),
             (cand.jtype == "object", sa.func.json_extract(cand.value, sa.literal('$."@value"'))),
         )
+        has_text = text.is_not(None)
+        if isinstance(value, datetime):
+            prefix = _utc_prefix(value)
+            if prefix is None:
+                return has_text
+            canonical = _cmp(text, "GLOB", sa.literal(_SQLITE_DATETIME_GLOB))
+            bound = _cmp(sa.func.substr(text, 1, 19), _RELAXED_OPS[op], sa.literal(prefix))
+            return sa.and_(has_text, sa.or_(sa.not_(canonical), bound))
+        if isinstance(value, date):
+            canonical = _cmp(text, "GLOB", sa.literal(_SQLITE_DATE_GLOB))
+            bound = _cmp(text, _SQL_OPS[op], sa.literal(value.isoformat()))
+            return sa.and_(has_text, sa.or_(sa.not_(canonical), bound))
+        return has_text  # times: offsets make a lexical bound unsound; keep every candidate
 
-    def canonical_datetime(self, text: SqlExpr) -> SqlBool:
-        return _cmp(text, "GLOB", sa.literal(_SQLITE_DATETIME_GLOB))
 
-    def canonical_date(self, text: SqlExpr) -> SqlBool:
-        return _cmp(text, "GLOB", sa.literal(_SQLITE_DATE_GLOB))
+# --- PostgreSQL -----------------------------------------------------------------------------------
 
-    def text_cmp(self, text: SqlExpr, sql_op: str, value: str) -> SqlBool:
-        return _cmp(text, sql_op, sa.literal(value))
-
-
-_PG_DATETIME_RE: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"
-_PG_DATE_RE: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# like_regex patterns are path literals: written without backslashes so they need no escaping.
+_JP_DATETIME_RE: Final = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?Z$"
+_JP_DATE_RE: Final = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_JP_TRUE: Final = "(1 == 1)"
 
 
-class _PostgresSql(_Sql):
-    """PostgreSQL jsonb: type-guarded comparisons that never raise; strings compare in "C" order."""
+def _jp_lit(text: str) -> str:
+    """A SQL/JSON path string literal (JSON string syntax, which the path grammar shares)."""
+    return json.dumps(text, ensure_ascii=False)
 
-    def arrow(self, value: SqlExpr, key: str, op: str = "->") -> SqlExpr:
-        return value.op(op, return_type=JSONB if op == "->" else sa.Text)(sa.literal(key, sa.Text))
 
-    def instances(self, attr: str) -> _Instances:
-        arr = self.arrow(self.arrow(self.doc, "attrs"), attr)
-        only_arrays = sa.case((sa.func.jsonb_typeof(arr) == "array", arr))  # NULL yields no rows
-        rows = sa.func.jsonb_array_elements(only_arrays).table_valued("value")
-        value = rows.c.value
-        return _Instances(rows, value, sa.func.jsonb_typeof(value) != "null", sa.true())
+def _pg_term(node: _Term, doc: SqlExpr) -> tuple[SqlBool, bool]:
+    builder = _PathBuilder()
+    path = node.path
+    inst = "@" + "".join("." + _jp_lit(s) for s in path.sub)
+    if isinstance(node, Exists):
+        pred, exact = builder.exists(inst, path), True
+    else:
+        pred, exact = builder.comparison(inst, node)
+    text = f"strict $.attrs.{_jp_lit(path.attr)}[*] ? ({pred})"
+    # silent=true turns "no such attribute / not an array" into NULL; COALESCE makes it false, so that
+    # NOT (...) stays two-valued.
+    found = sa.func.coalesce(
+        sa.func.jsonb_path_exists(
+            doc, sa.cast(sa.literal(text), JSONPATH), sa.cast(sa.literal(json.dumps(builder.vars)), JSONB),
+            sa.true(),
+        ),
+        sa.false(),
+    )
+    if isinstance(node, Exists) and node.negated:
+        return sa.not_(found), True
+    return found, exact
 
-    def member(self, value: SqlExpr, names: tuple[str, ...]) -> SqlExpr:
-        for name in names:
-            value = self.arrow(value, name)
-        return value
 
-    def jtype(self, value: SqlExpr) -> SqlExpr:
-        return sa.func.jsonb_typeof(value)
+class _PathBuilder:
+    """Builds the filter of one strict-mode path.  Strict mode never auto-unwraps arrays, and any error
+    inside a filter (missing member, type mismatch) is "unknown", which filters out — like ``_MISSING``.
+    """
 
-    def any_candidate(self, target: SqlExpr, lang: SqlBool | None, pred: Callable[[_Value], SqlBool],
-                      negate: bool) -> SqlBool:
-        # One row t holding the target (a function in FROM may refer to the enclosing instance row).
-        row = sa.func.jsonb_array_elements(sa.func.jsonb_build_array(target)).table_valued("value")
-        t = row.c.value
-        whens: list[tuple[Any, Any]] = [(self.jtype(t) == "array", t)]
-        if lang is not None:
-            values = sa.func.jsonb_path_query_array(t, sa.cast(sa.literal("$.*"), JSONPATH))
-            whens.append((sa.and_(lang, self.jtype(t) == "object"), values))
-        items = sa.func.jsonb_array_elements(sa.case(*whens, else_=sa.func.jsonb_build_array(t)))
-        items_tv = items.table_valued("value")
-        cand = _Value(items_tv.c.value, self.jtype(items_tv.c.value))
-        hit = sa.select(sa.literal(1)).select_from(items_tv).where(pred(cand)).exists()
-        cond = sa.and_(self.jtype(t) != "null", sa.not_(hit)) if negate else hit
-        return sa.select(sa.literal(1)).select_from(row).where(cond).exists()
+    def __init__(self) -> None:
+        self.vars: dict[str, Any] = {}
 
-    def as_text(self, value: SqlExpr) -> SqlExpr:
-        return value.op("#>>", return_type=sa.Text)(sa.literal_column("'{}'"))
+    def var(self, value: Any) -> str:
+        name = f"v{len(self.vars)}"
+        self.vars[name] = value
+        return "$" + name
 
-    def num_cmp(self, cand: _Value, op: str, value: int | float) -> SqlBool:
-        # jsonb vs jsonb compares numbers numerically and cannot raise, unlike a ::numeric cast.
-        bound = sa.cast(sa.literal(json.dumps(value)), JSONB)
-        return sa.and_(cand.jtype == "number", _cmp(cand.value, _SQL_OPS[op], bound))
+    @staticmethod
+    def targets(node: str, keys: tuple[str, ...], has_sub: bool) -> list[tuple[str, str, bool]]:
+        """(condition, target path, is-languageMap) per target member: the first member present wins."""
+        suffix = "".join("." + _jp_lit(k) for k in keys)
+        out: list[tuple[str, str, bool]] = []
+        for i, member in enumerate(TARGET_MEMBERS):
+            # In strict mode exists() of a missing member is an error, i.e. unknown: "is unknown" tests
+            # absence cheaply (keyvalue() would enumerate the instance, several times slower).
+            absent = [f"(exists({node}.{_jp_lit(m)})) is unknown" for m in TARGET_MEMBERS[:i]]
+            cond = " && ".join([f"exists({node}.{_jp_lit(member)})", *absent])
+            out.append((cond, f"{node}.{_jp_lit(member)}{suffix}", member == "languageMap" and not keys))
+        if has_sub and not keys:  # a non-object sub-attribute member (observedAt, ...) is its own target
+            out.append((f'{node}.type() != "object"', node, False))
+        return out
 
-    def str_cmp(self, cand: _Value, op: str, value: str) -> SqlBool:
-        return sa.and_(cand.jtype == "string", self.text_cmp(self.as_text(cand.value), _SQL_OPS[op], value))
+    def exists(self, node: str, path: AttrPath) -> str:
+        if not path.keys:
+            return f'{node}.type() != "null"'
+        return " || ".join(f'({cond} && {target}.type() != "null")'
+                           for cond, target, _ in self.targets(node, path.keys, bool(path.sub)))
 
-    def bool_eq(self, cand: _Value, value: bool) -> SqlBool:
-        return _cmp(cand.value, "=", sa.cast(sa.literal("true" if value else "false"), JSONB))
+    def comparison(self, node: str, term: Comparison) -> tuple[str, bool]:
+        op, negate = _positive(term.op), term.op in ("!=", "!~=")
+        exact = _is_exact(op, term.value)
+        pred = self.candidate(op, term.value)
+        branches = []
+        for cond, target, is_lang in self.targets(node, term.path.keys, bool(term.path.sub)):
+            present = f'{target}.type() != "null"'
+            if not negate:
+                body = self.any_candidate(target, pred, is_lang)
+            elif exact:
+                body = f"{present} && !{self.any_candidate(target, pred, is_lang)}"
+            else:  # NOT of a superset is not a superset: keep "has a value"
+                body = present
+            branches.append(f"({cond} && {body})")
+        return " || ".join(branches), exact
 
-    def is_string(self, cand: _Value) -> SqlBool:
-        return cand.jtype == "string"
+    @staticmethod
+    def any_candidate(target: str, pred: str, is_lang: bool) -> str:
+        """List elements, languageMap values, or the target itself (an object never matches a scalar)."""
+        parts = [f'exists({target} ? (@.type() == "array")[*] ? ({pred}))',
+                 f'exists({target} ? (@.type() != "array" && ({pred})))']
+        if is_lang:
+            parts.append(f'exists({target} ? (@.type() == "object").* ? ({pred}))')
+        return "(" + " || ".join(parts) + ")"
 
-    def temporal_text(self, cand: _Value) -> SqlExpr:
-        return sa.case(
-            (cand.jtype == "string", self.as_text(cand.value)),
-            (cand.jtype == "object", self.arrow(cand.value, "@value", "->>")),
-        )
+    def candidate(self, op: str, value: Value) -> str:
+        if isinstance(value, ValueList):
+            return "(" + " || ".join(self.scalar("==", v) for v in value.items) + ")"
+        if isinstance(value, Range):
+            return f"({self.scalar('>=', value.low)} && {self.scalar('<=', value.high)})"
+        if op == "~=":
+            return '@.type() == "string"'
+        return self.scalar(op, value)
 
-    def canonical_datetime(self, text: SqlExpr) -> SqlBool:
-        return _cmp(text, "~", sa.literal(_PG_DATETIME_RE))
+    def scalar(self, op: str, value: Scalar) -> str:
+        # Strict comparisons of different JSON types are "unknown", so no type guards are needed; strings
+        # compare by code point, numbers numerically, as in Python.
+        if isinstance(value, bool):
+            return f"@ == {self.var(value)}" if op == "==" else _JP_TRUE
+        if isinstance(value, int | float | str):
+            if isinstance(value, str) and not _safe_text(value):
+                return _JP_TRUE
+            return f"@ {op} {self.var(value)}"
+        return (f'((@.type() == "string" && {self.temporal(op, value, "@")}) || '
+                f'(@.type() == "object" && {self.temporal(op, value, "@." + _jp_lit("@value"))}))')
 
-    def canonical_date(self, text: SqlExpr) -> SqlBool:
-        return _cmp(text, "~", sa.literal(_PG_DATE_RE))
-
-    def text_cmp(self, text: SqlExpr, sql_op: str, value: str) -> SqlBool:
-        return _cmp(sa.collate(text, "C"), sql_op, sa.literal(value))
+    def temporal(self, op: str, value: datetime | date | time, text: str) -> str:
+        """Superset for date/time literals, as in ``_SqliteSql.temporal``."""
+        is_string = f'{text}.type() == "string"'
+        if isinstance(value, datetime):
+            prefix = _utc_prefix(value)
+            if prefix is None:
+                return is_string
+            var = self.var(prefix)
+            # On canonical strings: first 19 chars >= P  <=>  text >= P;  first 19 chars <= P  <=>
+            # text < P or text starts with P;  equal  <=>  starts with P.
+            bound = {
+                ">": f"{text} >= {var}", ">=": f"{text} >= {var}",
+                "<": f"({text} < {var} || {text} starts with {var})",
+                "<=": f"({text} < {var} || {text} starts with {var})",
+                "==": f"{text} starts with {var}",
+            }[op]
+            return f'({is_string} && (!({text} like_regex "{_JP_DATETIME_RE}") || {bound}))'
+        if isinstance(value, date):
+            bound = f"{text} {op} {self.var(value.isoformat())}"
+            return f'({is_string} && (!({text} like_regex "{_JP_DATE_RE}") || {bound}))'
+        return is_string

@@ -21,14 +21,16 @@ whitespace.  A stored ``scope`` that is a single string counts as a one-element 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from society5.broker.query.q import QSyntaxError
+from society5.broker.query.q import QSyntaxError, _cmp, _safe_text
 
 __all__ = [
     "ScopeAnd",
@@ -94,7 +96,7 @@ def parse_scope_q(text: str) -> ScopeQuery:
 
 
 def _is_level_char(ch: str) -> bool:
-    return ch not in _LEVEL_STOP and not ch.isspace() and ch.isprintable()
+    return bool(ch) and ch not in _LEVEL_STOP and not ch.isspace() and ch.isprintable()
 
 
 class _Parser:
@@ -259,21 +261,9 @@ def _compile(query: ScopeQuery, doc: SqlExpr, dialect: str) -> tuple[SqlBool, bo
         return sa.true(), False
     if dialect == "sqlite":
         return _sqlite_scopes(doc, lambda s: _sqlite_match(query, s))
+    if SINGLE not in query.levels and not query.descendants:
+        return _pg_literal(doc, _literal_prefix(query.levels)), True
     return _pg_scopes(doc, lambda s: (_pg_match(query, s), True))
-
-
-def _safe_text(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _cmp(left: SqlExpr, sql_op: str, right: SqlExpr) -> SqlBool:
-    return left.op(sql_op, is_comparison=True)(right)
 
 
 def _literal_prefix(levels: tuple[str, ...]) -> str:
@@ -325,7 +315,7 @@ def _sqlite_match(pattern: ScopePattern, text: SqlExpr) -> tuple[SqlBool, bool]:
     return sa.or_(exact_depth, deeper), False
 
 
-# --- PostgreSQL: exact for every pattern ('+' via a bound regular expression).
+# --- PostgreSQL: exact for every pattern (literal scopes by containment, '+' by a bound regular expression).
 
 def _pg_scopes(doc: SqlExpr, match: _Matcher) -> tuple[SqlBool, bool]:
     raw = doc.op("->", return_type=doc.type)(sa.literal("scope", sa.Text))
@@ -338,6 +328,13 @@ def _pg_scopes(doc: SqlExpr, match: _Matcher) -> tuple[SqlBool, bool]:
     pred, exact = match(text)
     is_string = sa.func.jsonb_typeof(rows.c.value) == "string"
     return sa.select(sa.literal(1)).select_from(rows).where(is_string, pred).exists(), exact
+
+
+def _pg_literal(doc: SqlExpr, scope: str) -> SqlBool:
+    """Exact scope: jsonb containment (string elements only, and usable by a GIN index) or a lone string."""
+    raw = doc.op("->", return_type=doc.type)(sa.literal("scope", sa.Text))
+    as_list = _cmp(raw, "@>", sa.cast(sa.literal(json.dumps([scope])), JSONB))
+    return sa.or_(as_list, _cmp(raw, "=", sa.cast(sa.literal(json.dumps(scope)), JSONB)))
 
 
 def _regex_escape(level: str) -> str:
