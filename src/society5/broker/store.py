@@ -66,12 +66,11 @@ class EntityStore:
     def __init__(self, dialect: str):
         self.dialect = dialect
         self.sqlite = dialect == "sqlite"
+        self._rows_since_analyze = 0
 
     # -- reads ---------------------------------------------------------------------------------------------
     def get(self, conn: Connection, tenant: str, entity_id: str) -> dict[str, Any] | None:
-        row = conn.execute(
-            sa.select(entities.c.doc).where(entities.c.tenant == tenant, entities.c.id == entity_id)
-        ).first()
+        row = conn.execute(_GET_DOC, {"b_tenant": tenant, "b_id": entity_id}).first()
         return row[0] if row else None
 
     def get_many(self, conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -108,8 +107,18 @@ class EntityStore:
             entity_types.insert(),
             [{"tenant": tenant, "type": t, "entity_id": d["id"]} for d in docs for t in d["type"]],
         )
-        for d in docs:
-            self._insert_geo(conn, tenant, d["id"], geo_boxes(d))
+        self._insert_geo(conn, tenant, [(d["id"], attr, box) for d in docs for attr, box in geo_boxes(d)])
+        self._maybe_analyze(conn, len(docs))
+
+    def _maybe_analyze(self, conn: Connection, written: int) -> None:
+        """After bulk loads PostgreSQL plans with stale statistics (one row where there are 100,000) and
+        skips the spatial index; refresh them every so many new rows. SQLite's planner needs no help here."""
+        if self.sqlite:
+            return
+        self._rows_since_analyze += written
+        if self._rows_since_analyze >= 20_000:
+            self._rows_since_analyze = 0
+            conn.exec_driver_sql("ANALYZE broker_entities, broker_entity_types, broker_geo")
 
     def update_many(
         self, conn: Connection, tenant: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]
@@ -150,7 +159,7 @@ class EntityStore:
             old_boxes, new_boxes = geo_boxes(old), geo_boxes(new)
             if old_boxes != new_boxes:
                 self._delete_geo(conn, tenant, [new["id"]])
-                self._insert_geo(conn, tenant, new["id"], new_boxes)
+                self._insert_geo(conn, tenant, [(new["id"], attr, box) for attr, box in new_boxes])
 
     def delete_many(self, conn: Connection, tenant: str, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), 500):
@@ -167,24 +176,37 @@ class EntityStore:
         self,
         conn: Connection,
         tenant: str,
-        entity_id: str,
-        boxes: Iterable[tuple[str, tuple[float, float, float, float]]],
+        rows: Sequence[tuple[str, str, tuple[float, float, float, float]]],
     ) -> None:
-        for attr, (minx, miny, maxx, maxy) in boxes:
-            gid = conn.execute(
-                geo.insert()
-                .values(
-                    tenant=tenant, entity_id=entity_id, attr=attr, minx=minx, miny=miny, maxx=maxx, maxy=maxy
-                )
-                .returning(geo.c.gid)
-            ).scalar_one()
-            if self.sqlite:
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO broker_geo_rtree (gid, minx, maxx, miny, maxy) VALUES (:g,:a,:b,:c,:d)"
-                    ),
-                    {"g": gid, "a": minx, "b": maxx, "c": miny, "d": maxy},
-                )
+        if not rows:
+            return
+        params = [
+            {
+                "tenant": tenant,
+                "entity_id": eid,
+                "attr": attr,
+                "minx": box[0],
+                "miny": box[1],
+                "maxx": box[2],
+                "maxy": box[3],
+            }
+            for eid, attr, box in rows
+        ]
+        if not self.sqlite:
+            conn.execute(geo.insert(), params)
+            return
+        gids = (
+            conn.execute(geo.insert().returning(geo.c.gid, sort_by_parameter_order=True), params)
+            .scalars()
+            .all()
+        )
+        conn.execute(
+            sa.text("INSERT INTO broker_geo_rtree (gid, minx, maxx, miny, maxy) VALUES (:g, :a, :b, :c, :d)"),
+            [
+                {"g": gid, "a": p["minx"], "b": p["maxx"], "c": p["miny"], "d": p["maxy"]}
+                for gid, p in zip(gids, params, strict=True)
+            ],
+        )
 
     def _delete_geo(self, conn: Connection, tenant: str, ids: Sequence[str]) -> None:
         where = sa.and_(geo.c.tenant == tenant, geo.c.entity_id.in_(list(ids)))
@@ -249,7 +271,10 @@ class EntityStore:
         if query.id_pattern:
             where.append(c.id.regexp_match(query.id_pattern))
         if query.types:
-            where.append(self._types_sql(tenant, query.types))
+            # With a narrow filter (ids, a geo box) checking each candidate's type beats listing every id
+            # of the type; for a type alone the list is the cheaper plan.
+            narrowed = bool(query.ids) or query.geo is not None
+            where.append(self._types_sql(tenant, query.types, correlated=narrowed))
         if query.attrs:
             where.append(sa.or_(*[self._has_attr(a) for a in sorted(query.attrs)]))
         if query.q is not None:
@@ -275,7 +300,7 @@ class EntityStore:
                 )
         return where, exact
 
-    def _types_sql(self, tenant: str, dnf: list[frozenset[str]]) -> Any:
+    def _types_sql(self, tenant: str, dnf: list[frozenset[str]], correlated: bool = False) -> Any:
         t = entity_types.c
 
         def having(name: str) -> Any:
@@ -283,7 +308,13 @@ class EntityStore:
 
         singles = [next(iter(alt)) for alt in dnf if len(alt) == 1]
         parts: list[Any] = []
-        if singles:
+        if singles and correlated:
+            parts.append(
+                sa.exists().where(
+                    t.tenant == tenant, t.entity_id == entities.c.id, t.type.in_(sorted(singles))
+                )
+            )
+        elif singles:
             parts.append(
                 entities.c.id.in_(
                     sa.select(t.entity_id).where(t.tenant == tenant, t.type.in_(sorted(singles)))
@@ -303,8 +334,9 @@ class EntityStore:
     def _geo_candidates(self, tenant: str, attr: str, box: tuple[float, float, float, float]) -> Any:
         minx, miny, maxx, maxy = box
         if self.sqlite:
+            # CROSS JOIN stops SQLite from reordering the join: the R*Tree drives, not a scan of broker_geo.
             return sa.text(
-                "SELECT g.entity_id FROM broker_geo_rtree r JOIN broker_geo g ON g.gid = r.gid "
+                "SELECT g.entity_id FROM broker_geo_rtree r CROSS JOIN broker_geo g ON g.gid = r.gid "
                 "WHERE r.minx <= :gmaxx AND r.maxx >= :gminx AND r.miny <= :gmaxy AND r.maxy >= :gminy "
                 "AND g.tenant = :gtenant AND g.attr = :gattr"
             ).bindparams(gminx=minx, gminy=miny, gmaxx=maxx, gmaxy=maxy, gtenant=tenant, gattr=attr)
@@ -370,6 +402,11 @@ def _order_value(doc: dict[str, Any], path: list[str]) -> Any:
                 return node[member]
         return None
     return node
+
+
+_GET_DOC = sa.select(entities.c.doc).where(
+    entities.c.tenant == sa.bindparam("b_tenant"), entities.c.id == sa.bindparam("b_id")
+)
 
 
 def _doc_sort_key(path: list[str], doc: dict[str, Any]) -> tuple[int, Any]:

@@ -21,6 +21,15 @@ db_app = typer.Typer(help="database schema / データベース", no_args_is_hel
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
+
+
+def _add_bench() -> None:
+    from society5.cli.bench import bench_app
+
+    app.add_typer(bench_app, name="bench")
+
+
+_add_bench()
 console = Console(stderr=True)
 
 
