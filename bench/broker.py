@@ -66,6 +66,9 @@ FINAL_LINE = re.compile(
 )
 TARGETS = {"ingest_ratio": (">=", 0.15), "patch_ratio": (">=", 0.5), "get_ratio": (">=", 0.6),
            "query_p95_ms": ("<=", 50.0)}
+# A log record starts with a line in the format of society5.core.logs or uvicorn's ("ERROR:    ...").
+LOG_RECORD = re.compile(r"^(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|(?:DEBUG|INFO|WARNING|ERROR|CRITICAL):)", re.M)
+ERROR_RECORD = re.compile(r"^(?:\S+ \S+ (?:ERROR|CRITICAL) |(?:ERROR|CRITICAL):)")
 # Town centres (lat, lon) the query data set is concentrated around; the rest is spread over Hokkaido.
 TOWNS: dict[str, tuple[float, float]] = {
     "Sapporo": (43.0621, 141.3544), "Asahikawa": (43.7706, 142.3650), "Hakodate": (41.7687, 140.7288),
@@ -77,6 +80,7 @@ LON_RANGE, LAT_RANGE = (139.5, 145.5), (41.5, 45.5)
 TOWN_SHARE, TOWN_SIGMA_KM = 0.4, 8.0
 ATTRS = ("temperature", "humidity", "batteryLevel", "rssi", "status")
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+ACCEPT_JSON = {"Accept": "application/json"}
 
 err_console = Console(stderr=True)
 
@@ -147,6 +151,7 @@ class Phase:
 class Report:
     db_kind: str = "sqlite"
     load_generator: str = "wrk"
+    load_runs: int = 0  # concurrent load-generator runs
     phases: list[Phase] = field(default_factory=list)
     facts: list[tuple[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -247,13 +252,28 @@ class Server:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def log_errors(self) -> int:
-        """Tracebacks and ERROR/CRITICAL lines the server logged."""
-        return sum(1 for line in self.log_text().splitlines()
-                   if line.startswith("Traceback") or " ERROR " in line or " CRITICAL " in line)
+    def log_errors(self) -> tuple[list[str], int]:
+        """The error records the server logged (ERROR/CRITICAL or a traceback), less those caused by a client
+        that hung up mid-request (wrk closes its connections when a phase ends), which are only counted."""
+        errors, disconnects = [], 0
+        for record in LOG_RECORD.split(self.log_text()):
+            if not (ERROR_RECORD.match(record) or "Traceback (most recent call last)" in record):
+                continue
+            if "ClientDisconnect" in record:
+                disconnects += 1
+            else:
+                errors.append(record.strip())
+        return errors, disconnects
 
 
 # --- databases ----------------------------------------------------------------------------------------------
+
+
+def db_label(url: str) -> str:
+    """What the run's database is called (a PostgreSQL database is dropped at the end)."""
+    if url.startswith("sqlite"):
+        return url.removeprefix("sqlite:///") + " (a new file, deleted afterwards)"
+    return f"database {urlsplit(url).path.lstrip('/')} (created for this run, dropped afterwards)"
 
 
 def libpq_url(url: str) -> str:
@@ -292,12 +312,12 @@ def bench_database(database_url: str | None, workdir: Path) -> Iterator[tuple[st
     name = f"s5bench_{uuid.uuid4().hex[:10]}"
     admin = libpq_url(database_url)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield with_database(database_url.replace("postgres://", "postgresql://", 1), name), "postgresql"
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -392,45 +412,60 @@ def upsert_phase(client: httpx.Client, name: str, batches: list[list[dict[str, A
                  p99_ms=percentile(latencies, 99), max_ms=max(latencies, default=math.nan), note=note)
 
 
+RAW_REPEATS = 3  # the raw baselines take well under a second: the median of three runs steadies them
+
+
+def _median_run(name: str, runs: list[float], rows: int, batches: int, note: str) -> Phase:
+    seconds = statistics.median(runs)
+    rates = ", ".join(f"{rows / s:,.0f}" for s in runs)
+    return Phase(name, rows, seconds, unit="rows/s", requests=batches,
+                 note=f"{note}; median of {len(runs)} runs ({rates} rows/s)")
+
+
 def raw_sqlite_phase(path: Path, rows: list[list[tuple[str, str, str]]]) -> Phase:
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("CREATE TABLE raw_attrs (entity_id TEXT, attr TEXT, value_json TEXT)")
-        started = time.perf_counter()
-        for batch in rows:
-            conn.execute("BEGIN")
-            conn.executemany("INSERT INTO raw_attrs (entity_id, attr, value_json) VALUES (?, ?, ?)", batch)
-            conn.execute("COMMIT")
-        seconds = time.perf_counter() - started
-    finally:
-        conn.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return Phase("raw SQLite executemany", sum(len(b) for b in rows), seconds, unit="rows/s",
-                 requests=len(rows), note="WAL, synchronous=NORMAL, commit per batch")
+    runs = []
+    for _ in range(RAW_REPEATS):
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("CREATE TABLE raw_attrs (entity_id TEXT, attr TEXT, value_json TEXT)")
+            started = time.perf_counter()
+            for batch in rows:
+                conn.execute("BEGIN")
+                conn.executemany("INSERT INTO raw_attrs (entity_id, attr, value_json) VALUES (?, ?, ?)",
+                                 batch)
+                conn.execute("COMMIT")
+            runs.append(time.perf_counter() - started)
+        finally:
+            conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return _median_run("raw SQLite executemany", runs, sum(len(b) for b in rows), len(rows),
+                       "a new file, WAL, synchronous=NORMAL, commit per batch")
 
 
 def raw_postgres_phase(server_url: str, rows: list[list[tuple[str, str, str]]]) -> Phase:
     import psycopg
 
+    runs = []
     with psycopg.connect(libpq_url(server_url)) as conn:
-        # An ordinary (WAL-logged) table, like the broker's: a TEMP table skips the WAL and would flatter the
-        # baseline. It lives in the benchmark's own database, which is dropped afterwards.
-        conn.execute("CREATE TABLE s5bench_raw_attrs (entity_id text, attr text, value_json text)")
-        conn.commit()
-        started = time.perf_counter()
-        for batch in rows:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO s5bench_raw_attrs (entity_id, attr, value_json) VALUES (%s, %s, %s)", batch)
+        for _ in range(RAW_REPEATS):
+            # An ordinary (WAL-logged) table, like the broker's: a TEMP table skips the WAL and would flatter
+            # the baseline. It lives in the benchmark's own database, which is dropped afterwards.
+            conn.execute("CREATE TABLE s5bench_raw_attrs (entity_id text, attr text, value_json text)")
             conn.commit()
-        seconds = time.perf_counter() - started
-        conn.execute("DROP TABLE s5bench_raw_attrs")
-        conn.commit()
-    return Phase("raw psycopg executemany", sum(len(b) for b in rows), seconds, unit="rows/s",
-                 requests=len(rows), note="logged table, commit per batch")
+            started = time.perf_counter()
+            for batch in rows:
+                with conn.cursor() as cur:
+                    cur.executemany("INSERT INTO s5bench_raw_attrs (entity_id, attr, value_json) "
+                                    "VALUES (%s, %s, %s)", batch)
+                conn.commit()
+            runs.append(time.perf_counter() - started)
+            conn.execute("DROP TABLE s5bench_raw_attrs")
+            conn.commit()
+    return _median_run("raw psycopg executemany", runs, sum(len(b) for b in rows), len(rows),
+                       "a logged table, commit per batch")
 
 
 # --- concurrent load: wrk, or asyncio httpx when wrk is missing ---------------------------------------------
@@ -617,15 +652,19 @@ class Profiler:
             out_dir.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
-    def phase(self, name: str, seconds: int) -> Iterator[None]:
+    def phase(self, name: str, seconds: int, gil: bool = False) -> Iterator[None]:
         if self.out_dir is None:
             yield
             return
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         suffix = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[self.fmt]
         out = self.out_dir / f"{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.{suffix}"
-        proc = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--duration", str(seconds), "--rate",
-                                 "200", "--nonblocking", "--format", self.fmt, "--output", str(out)],
+        # gil=True (the concurrent phases): only the thread holding the GIL, i.e. where the one-process
+        # server's Python time goes; otherwise threads waiting for the GIL show up as time spent on whatever
+        # line they wait at. Sequential phases sample all threads: time in C without the GIL (SQLite) shows.
+        cmd = [spy, "record", "--pid", str(self.pid), "--duration", str(seconds), "--rate", "200",
+               "--nonblocking", "--format", self.fmt, "--output", str(out)]
+        proc = subprocess.Popen([*cmd, "--gil"] if gil else cmd,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # let py-spy attach
         try:
@@ -687,16 +726,20 @@ def load_vehicles(client: httpx.Client, count: int, batch: int = 1_000) -> Phase
 
 def query_phase(client: httpx.Client, sizes: Sizes, seed: int = 11) -> tuple[Phase, list[int]]:
     rng = random.Random(seed)
-    for _ in range(sizes.query_warmup):
-        client.get(f"{NGSI}/entities", params=query_params(rng), headers={"Accept": "application/json"})
+    non2xx = s5xx = 0
+    for _ in range(sizes.query_warmup):  # not timed, but its errors count
+        resp = client.get(f"{NGSI}/entities", params=query_params(rng), headers=ACCEPT_JSON)
+        if not 200 <= resp.status_code < 300:
+            non2xx += 1
+            s5xx += resp.status_code >= 500
+            err_console.print(f"[red]geo-query warm-up: HTTP {resp.status_code}[/red] {resp.text[:300]}")
     latencies: list[float] = []
     sizes_returned: list[int] = []
-    non2xx = s5xx = 0
     started = time.perf_counter()
     for _ in range(sizes.query_requests):
         params = query_params(rng)
         t0 = time.perf_counter()
-        resp = client.get(f"{NGSI}/entities", params=params, headers={"Accept": "application/json"})
+        resp = client.get(f"{NGSI}/entities", params=params, headers=ACCEPT_JSON)
         latencies.append((time.perf_counter() - t0) * 1000)
         if resp.status_code == 200:
             sizes_returned.append(len(resp.json()))
@@ -743,8 +786,22 @@ def pick_load_generator(base: str, sizes: Sizes, workdir: Path, force_httpx: boo
     return HttpxLoad(base, sizes.concurrency)
 
 
+def source_version() -> str:
+    """The checkout's commit, and whether the working tree differs from it (figures depend on both)."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    changed = len(dirty.splitlines())
+    return head + (f" + uncommitted changes in {changed} file(s) under src/" if changed else "")
+
+
 def run(args: argparse.Namespace) -> int:
     wall0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
     sizes = Sizes.of(args.quick, args.duration, args.concurrency, args.query_entities)
     report = Report()
     prof = Profiler(Path(args.profile).resolve() if args.profile else None, args.profile_format)
@@ -761,12 +818,22 @@ def run(args: argparse.Namespace) -> int:
             ratios = measure(server, sizes, workdir, report, args, prof, url)
         finally:
             server.stop()
-        log_errors = server.log_errors()
+        log_errors, disconnects = server.log_errors()
         if log_errors:
-            report.problems.append(f"the server logged {log_errors} error line(s); tail:\n"
-                                   f"{server.log_tail(20)}")
-        report.facts.append(("server log errors", str(log_errors)))
+            report.problems.append(f"the server logged {len(log_errors)} error(s); the last:\n"
+                                   f"{log_errors[-1][-3000:]}")
+        report.facts.append(("server log errors", str(len(log_errors))))
+        # wrk hangs up on the requests in flight when a phase ends: at most one per connection and run
+        expected = sizes.concurrency * report.load_runs
+        report.facts.append(("client hang-ups the server logged", f"{disconnects} (≤ {expected} expected: "
+                                                                   "requests in flight when a wrk run ends)"))
+        if disconnects > expected:
+            report.problems.append(f"the server logged {disconnects} client disconnects; at most {expected} "
+                                   "were expected")
     report.facts.append(("wall time", f"{time.perf_counter() - wall0:.1f} s"))
+    report.facts.append(("source", source_version()))
+    report.facts.append(("machine", f"{os.cpu_count()} CPUs; 1-min load average {load_before:.2f} at start, "
+                                    f"{os.getloadavg()[0]:.2f} at the end"))
     print_report(report, ratios)
     print(f"ingest_ratio={ratios['ingest_ratio']:.3f} patch_ratio={ratios['patch_ratio']:.3f} "
           f"get_ratio={ratios['get_ratio']:.3f} query_p95_ms={ratios['query_p95_ms']:.2f}", flush=True)
@@ -802,22 +869,28 @@ def measure(server: Server, sizes: Sizes, workdir: Path, report: Report, args: a
         patch = patch_workload(sizes)
         get = get_workload(sizes)
         step(f"warm-up {sizes.warmup_s} s, then /healthz, PATCH, GET, /healthz for {sizes.duration_s} s each")
-        load.run(HEALTHZ, sizes.warmup_s)
-        load.run(get, sizes.warmup_s)
-        base1 = report.add(load.run(HEALTHZ, sizes.duration_s))
-        base1.name += " (before)"
-        with prof.phase("patch", sizes.duration_s):
-            p = report.add(load.run(patch, sizes.duration_s))
-        with prof.phase("get", sizes.duration_s):
-            g = report.add(load.run(get, sizes.duration_s))
-        base2 = report.add(load.run(HEALTHZ, sizes.duration_s))
-        base2.name += " (after)"
+
+        def loaded_phase(work: Workload, seconds: int, label: str = "{}") -> Phase:
+            phase = load.run(work, seconds)
+            phase.name = label.format(phase.name)
+            report.load_runs += 1
+            return report.add(phase)  # warm-ups are in the table too: their errors count like any other
+
+        for work in (HEALTHZ, get):
+            loaded_phase(work, sizes.warmup_s, "warm-up: {}")
+        base1 = loaded_phase(HEALTHZ, sizes.duration_s, "{} (before)")
+        with prof.phase("patch", sizes.duration_s, gil=True):
+            p = loaded_phase(patch, sizes.duration_s)
+        with prof.phase("get", sizes.duration_s, gil=True):
+            g = loaded_phase(get, sizes.duration_s)
+        base2 = loaded_phase(HEALTHZ, sizes.duration_s, "{} (after)")
         healthz_rate = (base1.rate + base2.rate) / 2
         check_patched(client, sizes, p, report)
 
         # 3. the geo-query over the query data set.
         step(f"loading {sizes.query_entities:,} Vehicles for the geo-query")
-        loaded = report.add(load_vehicles(client, sizes.query_entities))
+        with prof.phase("load query data", 10):
+            loaded = report.add(load_vehicles(client, sizes.query_entities))
         step(f"geo-query: {sizes.query_warmup} warm-up + {sizes.query_requests} sequential requests")
         with prof.phase("query", 5):
             q, returned = query_phase(client, sizes)
@@ -826,7 +899,7 @@ def measure(server: Server, sizes: Sizes, workdir: Path, report: Report, args: a
         if bad:
             report.problems.append(f"{bad} count=true geo-queries failed")
         report.facts += [
-            ("database", report.db_kind),
+            ("database", f"{report.db_kind}: {db_label(url)}"),
             ("load generator", report.load_generator),
             ("ingest", f"{sizes.batches} batches × {sizes.batch_entities} entities × "
                        f"{len(ATTRS)} Property attrs"),
@@ -908,10 +981,10 @@ def print_report(report: Report, ratios: dict[str, float]) -> None:
     for col in ("figure", "value", "target", "met"):
         figures.add_column(col)
     for key, (op, target) in TARGETS.items():
-        value = ratios[key]
-        met = value >= target if op == ">=" else value <= target
+        figure = ratios[key]
+        met = figure >= target if op == ">=" else figure <= target
         verdict = "[green]yes[/green]" if met else "[red]no[/red]"
-        figures.add_row(key, f"{value:.3f}", f"{op} {target:g}", verdict)
+        figures.add_row(key, f"{figure:.3f}", f"{op} {target:g}", verdict)
     console.print(figures)
     for problem in report.problems:
         console.print(f"[bold red]problem:[/bold red] {problem}")

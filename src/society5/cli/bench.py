@@ -1,0 +1,54 @@
+"""``society5 bench``: the benchmarks kept in the source checkout's ``bench/`` folder (not in the wheel)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+import society5
+
+bench_app = typer.Typer(help="benchmarks, from a source checkout / ベンチマーク", no_args_is_help=True)
+
+
+@bench_app.callback()
+def _group() -> None:
+    """Benchmarks, from a source checkout / ベンチマーク"""
+    # A callback keeps ``bench`` a group even with one command, so ``bench broker`` means the same whether
+    # bench_app runs on its own or is mounted with ``app.add_typer(bench_app, name="bench")``.
+
+
+def bench_dir() -> Path:
+    """``bench/`` next to ``src/`` of the checkout this package was installed from (``pip install -e .``)."""
+    return Path(society5.__file__).resolve().parents[2] / "bench"
+
+
+@bench_app.command("broker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def broker(
+    ctx: typer.Context,
+    database_url: str = typer.Option(
+        None, "--database-url",
+        help="sqlite:///NEW_FILE or postgresql+psycopg://user@host:5432/db (a fresh s5bench_* database is "
+             "created there and dropped afterwards); default: a temporary SQLite file",
+    ),
+    quick: bool = typer.Option(False, "--quick", help="tiny sizes: a smoke test, not a measurement"),
+) -> None:
+    """Benchmark the broker over HTTP against raw baselines; the last line holds the four figures.
+
+    Other options of bench/broker.py (--duration, --profile DIR, ...) are passed through.
+    """
+    script = bench_dir() / "broker.py"
+    if not script.is_file():
+        typer.echo(f"the broker benchmark is not here: {script} does not exist. It lives in the source "
+                   "checkout (bench/broker.py), not in an installed wheel: run it from a git checkout "
+                   "installed with `pip install -e .`, or `python bench/broker.py` there.", err=True)
+        raise typer.Exit(2)
+    cmd = [sys.executable, str(script)]
+    if database_url:
+        cmd += ["--database-url", database_url]
+    if quick:
+        cmd.append("--quick")
+    cmd += list(ctx.args)
+    raise typer.Exit(subprocess.call(cmd))
