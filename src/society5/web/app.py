@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from society5 import __version__
 from society5.core.errors import ApiError, ConfigError
@@ -159,6 +160,12 @@ def _install_error_handlers(app: FastAPI) -> None:
             mapped = InvalidRequest(str(err.detail))
             mapped.status = err.status_code
         return _error_response(request, mapped)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, err: ClientDisconnect) -> Response:
+        # The client hung up mid-body: nothing was written and nobody is left to answer.
+        log.debug("client disconnected during %s %s", request.method, request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> Response:
