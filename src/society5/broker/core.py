@@ -7,12 +7,12 @@ transaction, so whatever they record (history, notification outbox) commits or r
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy.engine import Connection, Engine
 
 from society5.broker.jsonld import ActiveContext, ContextStore
@@ -153,7 +153,7 @@ class Broker:
         now = now_iso()
         with self.engine.begin() as conn:
             old = self._load(conn, name, entity_id, principal)
-            new = copy.deepcopy(old)
+            new = _clone(old)
             outcome = change(new, now)
             if new != old:
                 new["modifiedAt"] = now
@@ -386,7 +386,7 @@ class Broker:
                     created[eid] = doc
                     continue
                 if mode == "update" or eid in created:
-                    new = copy.deepcopy(current)
+                    new = _clone(current)
                     _merge_types(new, doc)
                     for iri, instances in doc["attrs"].items():
                         _put_instances(new, iri, instances, keep_others=True)
@@ -444,7 +444,7 @@ class Broker:
                     if eid not in existing:
                         raise NotFound(f"entity {eid} does not exist")
                     base = pairs[eid][1] if eid in pairs else existing[eid]
-                    new = copy.deepcopy(base)
+                    new = _clone(base)
                     parser = EntityParser(ent_ctx, now)
                     if merge:
                         _merge(new, parser, payload)
@@ -528,7 +528,7 @@ class Broker:
                 return len(docs)
             pairs = []
             for old in docs:
-                new = copy.deepcopy(old)
+                new = _clone(old)
                 new["attrs"] = {
                     k: v
                     for k, v in old["attrs"].items()
@@ -612,6 +612,12 @@ class Broker:
             query.q = qlang.expand_names(qlang.parse_q(q), ctx.expand)
         renderer = Renderer(ctx, fmt=fmt)
         return [renderer.entity(d) for d in self.query(tenant, query, principal).docs]
+
+
+def _clone(doc: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a JSON document; an orjson round trip is several times faster than copy.deepcopy."""
+    copied: dict[str, Any] = orjson.loads(orjson.dumps(doc))
+    return copied
 
 
 def _visible(doc: dict[str, Any], tenant: str, principal: Principal) -> bool:

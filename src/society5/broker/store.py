@@ -127,13 +127,7 @@ class EntityStore:
         if not pairs:
             return
         conn.execute(
-            entities.update()
-            .where(entities.c.tenant == sa.bindparam("b_tenant"), entities.c.id == sa.bindparam("b_id"))
-            .values(
-                doc=sa.bindparam("doc"),
-                public=sa.bindparam("public"),
-                modified_at=sa.bindparam("modified_at"),
-            ),
+            _UPDATE_DOC,
             [
                 {
                     "b_tenant": tenant,
@@ -404,6 +398,11 @@ def _order_value(doc: dict[str, Any], path: list[str]) -> Any:
     return node
 
 
+_UPDATE_DOC = (
+    entities.update()
+    .where(entities.c.tenant == sa.bindparam("b_tenant"), entities.c.id == sa.bindparam("b_id"))
+    .values(doc=sa.bindparam("doc"), public=sa.bindparam("public"), modified_at=sa.bindparam("modified_at"))
+)
 _GET_DOC = sa.select(entities.c.doc).where(
     entities.c.tenant == sa.bindparam("b_tenant"), entities.c.id == sa.bindparam("b_id")
 )
