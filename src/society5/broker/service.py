@@ -7,10 +7,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from society5.broker import api, contexts_api
+from society5.broker import api, contexts_api, temporal_api
 from society5.broker.core import Broker
 from society5.broker.jsonld import ContextStore
 from society5.broker.tables import contexts as contexts_table
+from society5.broker.temporal import DEFAULT_INSTANCE_LIMIT, TemporalStore
 from society5.core.platform import Platform
 from society5.core.service import Service
 from society5.core.timeutil import now_iso
@@ -45,6 +46,11 @@ def start(platform: Platform) -> Broker:
                 log.warning("stored @context %s is not valid; skipped", row.url)
     broker = Broker(engine, store, platform.tenants)
     platform.parts["broker"] = broker
+    # History is recorded by a change listener, inside each write's transaction.
+    limit = getattr(settings, "temporal_instance_limit", DEFAULT_INSTANCE_LIMIT)
+    temporal = TemporalStore(engine, broker, limit)
+    broker.listeners.append(temporal.record)
+    platform.parts["temporal"] = temporal
     return broker
 
 
@@ -54,6 +60,7 @@ def _routers() -> Any:
     combined = APIRouter()
     combined.include_router(api.router)
     combined.include_router(contexts_api.router)
+    combined.include_router(temporal_api.router)
     return combined
 
 

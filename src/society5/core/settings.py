@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_batch_entities: int = Field(default=10_000, ge=1)
     max_page_size: int = Field(default=1000, ge=1)
+    # Instances per attribute in one temporal answer; longer histories are paged (206 + Content-Range).
+    temporal_instance_limit: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     # A directory holding index.json ({url: file}) of JSON-LD contexts to preload into the local cache.
     preload_contexts: Path | None = None
