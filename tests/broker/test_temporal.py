@@ -150,6 +150,26 @@ def test_history_commits_and_rolls_back_with_the_write(client: Any, platform: An
     assert [history_rows(platform, f"urn:ngsi-ld:Tank:{i}") for i in (9, 10, 11, 12)] == [0, 1, 1, 1]
 
 
+def test_series_made_by_a_rolled_back_transaction_are_forgotten(client: Any, platform: Any) -> None:
+    store = platform.parts["temporal"]
+    key = ("default", "urn:ngsi-ld:Tank:77", "https://uri.etsi.org/ngsi-ld/default-context/level", "")
+    conn = platform.engine.connect()
+    trans = conn.begin()
+    store._series_ids(conn, {key})
+    assert key in store._sids
+    trans.rollback()
+    conn.close()
+    assert key not in store._sids  # the sid it had does not exist any more
+    body = {"id": "urn:ngsi-ld:Tank:77", "type": "Tank", "level": {"type": "Property", "value": 5}}
+    assert client.post("/ngsi-ld/v1/entities", json=body, headers=H).status_code == 201
+    assert history_rows(platform, "urn:ngsi-ld:Tank:77") == 1
+    with platform.engine.connect() as check:
+        sid = check.execute(
+            sa.select(series.c.sid).where(series.c.entity_id == "urn:ngsi-ld:Tank:77")
+        ).scalar_one()
+    assert store._sids[key] == sid
+
+
 def test_scope_history(client: Any) -> None:
     body = {
         "id": "urn:ngsi-ld:Tank:3",

@@ -260,6 +260,7 @@ class TemporalResult:
 
 
 # Built once: constructing the statement costs more than running it on the path every write takes.
+_NEW_SIDS = "s5.temporal.new_sids"
 _SERIES_LOOKUP = sa.select(series.c.sid, series.c.entity_id, series.c.attr, series.c.dataset_id).where(
     series.c.tenant == sa.bindparam("tenant"), series.c.entity_id.in_(sa.bindparam("ids", expanding=True)),
     series.c.attr.in_(sa.bindparam("attrs", expanding=True)))
@@ -278,6 +279,9 @@ class TemporalStore:
         self.broker = broker
         self.instance_limit = instance_limit
         self.sqlite = engine.dialect.name == "sqlite"
+        # Series ids never change once made, so they are remembered: a sensor update then costs one insert.
+        # Only a purge removes series; it clears this cache (other processes re-read after their next miss).
+        self._sids: dict[tuple[str, str, str, str], int] = {}
         columns = ("sid", "instance_id", "deleted", "ts", "observed_at", "created_at", "modified_at",
                    "created_ts", "modified_ts", "value_num", "instance")
         marks = ["?"] * len(columns) if self.sqlite else ["%s"] * (len(columns) - 1) + ["%s::jsonb"]
@@ -285,7 +289,7 @@ class TemporalStore:
                             f"VALUES ({', '.join(marks)})")
         # The rows of one transaction are buffered on its connection and written just before it commits, so a
         # batch of 1,000 entities costs three statements rather than three per entity.
-        sa.event.listen(engine, "commit", self._flush)
+        sa.event.listen(engine, "commit", self._on_commit)
         sa.event.listen(engine, "rollback", self._discard)
 
     # -- recording -------------------------------------------------------------------------------------------
@@ -315,14 +319,19 @@ class TemporalStore:
             if len(buffer) >= _BUFFER_MAX:
                 self._flush(conn)
 
+    def _on_commit(self, conn: Connection) -> None:
+        self._flush(conn)
+        conn.info.pop(_NEW_SIDS, None)  # committing: the series made in this transaction are now durable
+
     def _flush(self, conn: Connection) -> None:
         buffer = conn.info.pop(_BUFFER, None)
         if buffer:
             self._write(conn, buffer, replace_same_time=False)
 
-    @staticmethod
-    def _discard(conn: Connection) -> None:
+    def _discard(self, conn: Connection) -> None:
         conn.info.pop(_BUFFER, None)
+        for key in conn.info.pop(_NEW_SIDS, ()):  # series made by a transaction that rolled back are gone
+            self._sids.pop(key, None)
 
     def _write(self, conn: Connection, batch: Sequence[tuple[str, str, Sequence[PendingInstance], str]],
                replace_same_time: bool) -> None:
@@ -357,6 +366,14 @@ class TemporalStore:
         """sid of each (tenant, entity, attr, datasetId), creating the series that are new."""
         c = series.c
         found: dict[tuple[str, ...], int] = {}
+        cached = self._sids
+        for key in keys:
+            sid = cached.get(key)
+            if sid is not None:
+                found[key] = sid
+        if len(found) == len(keys):
+            return found
+        keys = keys - set(found)
         by_tenant: dict[str, set[str]] = {}
         for tenant, eid, _attr, _ds in keys:
             by_tenant.setdefault(tenant, set()).add(eid)
@@ -371,11 +388,19 @@ class TemporalStore:
         if missing:
             rows = [{"tenant": t, "entity_id": e, "attr": a, "dataset_id": d} for t, e, a, d in missing]
             insert = series.insert().returning(c.sid, c.tenant, c.entity_id, c.attr, c.dataset_id)
+            made = conn.info.setdefault(_NEW_SIDS, [])
             for r in conn.execute(insert, rows):
                 found[(r.tenant, r.entity_id, r.attr, r.dataset_id)] = r.sid
+                made.append((r.tenant, r.entity_id, r.attr, r.dataset_id))
+        if len(cached) > 500_000:
+            cached.clear()
+        for key in keys:
+            if key in found:
+                cached[key] = found[key]
         return found
 
     def _purge(self, conn: Connection, tenant: str, eid: str) -> None:
+        self._sids.clear()
         sids = sa.select(series.c.sid).where(series.c.tenant == tenant, series.c.entity_id == eid)
         conn.execute(instances.delete().where(instances.c.sid.in_(sids)))
         conn.execute(series.delete().where(series.c.tenant == tenant, series.c.entity_id == eid))
