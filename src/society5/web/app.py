@@ -77,6 +77,11 @@ def create_app(
     )
     app.state.platform = plat
     app.state.services = services
+
+    @app.get("/healthz", tags=["platform"], summary="Liveness (also the no-op baseline of benchmarks)")
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
     for svc in services:
         if svc.on_startup is not None:
             svc.on_startup(plat)
@@ -88,10 +93,6 @@ def create_app(
             app.include_router(svc.pages)
     _install_error_handlers(app)
     _install_docs(app)
-
-    @app.get("/healthz", tags=["platform"], summary="Liveness (also the no-op baseline of benchmarks)")
-    def healthz() -> Response:
-        return Response(b'{"status":"ok"}', media_type="application/json")
 
     return app
 
