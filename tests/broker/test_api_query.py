@@ -175,3 +175,15 @@ def test_types_and_attributes_discovery(fleet: Any) -> None:
     r = fleet.get("/ngsi-ld/v1/attributes", headers={"Link": LINK})
     assert set(r.json()["attributeList"]) == {"speed", "brandName", "location", "name"}
     assert fleet.get("/ngsi-ld/v1/types/Nothing", headers={"Link": LINK}).status_code == 404
+
+
+def test_unknown_query_parameters_are_invalid_requests(fleet: Any) -> None:
+    r = fleet.get("/ngsi-ld/v1/entities?type=Vehicle&limt=5", headers={"Link": LINK})
+    assert r.status_code == 400
+    assert r.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/InvalidRequest"
+    assert "limt" in r.json()["detail"]
+    r = fleet.patch("/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:001/attrs?force=yes",
+                    json={"speed": {"type": "Property", "value": 1}}, headers=H)
+    assert r.status_code == 400
+    speed = fleet.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:001", headers={"Link": LINK}).json()["speed"]
+    assert speed["value"] == 10  # nothing written

@@ -6,8 +6,9 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from society5.broker import geo as geo_mod
@@ -49,7 +50,28 @@ async def reject_unknown_params(request: Request) -> None:
         raise InvalidRequest(f"unknown query parameter(s): {', '.join(unknown)}")
 
 
-router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"], dependencies=[Depends(reject_unknown_params)])
+class CheckedRoute(APIRoute):
+    """A route that refuses unknown query parameters before its handler runs. The same check as
+    ``reject_unknown_params``, without FastAPI's per-request dependency resolution."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+        documented = (self.openapi_extra or {}).get("parameters", ())
+        allowed = {p["name"] for p in documented if p.get("in") == "query"}
+        allowed |= {p.alias for p in self.dependant.query_params}
+
+        async def checked(request: Request) -> Response:
+            if request.scope.get("query_string"):
+                unknown = sorted(set(request.query_params) - allowed)
+                if unknown:
+                    raise InvalidRequest(f"unknown query parameter(s): {', '.join(unknown)}")
+            response: Response = await handler(request)
+            return response
+
+        return checked
+
+
+router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"], route_class=CheckedRoute)
 
 TenantHeader = Header(
     default=None, alias="NGSILD-Tenant", description="tenant: the municipality's 団体コード"
