@@ -61,6 +61,7 @@ GEOJSON_TYPES = {
     "GeometryCollection",
 }
 _BAD_NAME_CHARS = re.compile(r"[<>\"'=;()\s\\{}|^`]")
+_NOT_IN_URI = re.compile(r'[\s<>"]')
 _SCOPE_RE = re.compile(r"^/[^/\s#+]+(/[^/\s#+]+)*$")
 _DATETIME_TYPES = ("DateTime", "Date", "Time")
 
@@ -68,7 +69,7 @@ _DATETIME_TYPES = ("DateTime", "Date", "Time")
 def check_uri(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadRequest(f"{what} must be a URI string")
-    if not is_absolute_iri(value) or any(c.isspace() for c in value) or any(c in value for c in '<>"'):
+    if not is_absolute_iri(value) or _NOT_IN_URI.search(value):
         raise BadRequest(f"{what} {value!r} is not a valid URI (expected e.g. urn:ngsi-ld:Type:id)")
     return value
 

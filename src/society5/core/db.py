@@ -32,6 +32,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA cache_size=-65536")
+    # Checkpoint every ~40 MB of WAL instead of ~4 MB: each checkpoint syncs the database file, and with the
+    # default a stream of small writes spent about a tenth of its time there.
+    cur.execute("PRAGMA wal_autocheckpoint=10000")
     cur.close()
 
 

@@ -18,7 +18,8 @@ def iso(dt: datetime) -> str:
 
 
 def now_iso() -> str:
-    return iso(utcnow())
+    # isoformat is several times faster than strftime and gives the same fixed-width text for UTC
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(text: str) -> datetime:
