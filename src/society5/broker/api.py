@@ -825,22 +825,7 @@ async def post_query(
     if not isinstance(body, dict) or body.get("type") != "Query":
         raise BadRequest('the body must be a Query object: {"type": "Query", ...}')
     settings = platform_of(request).settings
-    ents = body.get("entities")
-    ids: list[str] | None = None
-    types: list[frozenset[str]] | None = None
-    pattern = None
-    if ents is not None:
-        if not isinstance(ents, list):
-            raise BadRequest("entities must be an array of {id, idPattern, type}")
-        for sel in ents:
-            if not isinstance(sel, dict):
-                raise BadRequest("each entities member must be an object")
-            if "id" in sel:
-                ids = (ids or []) + [check_uri(sel["id"], "entities[].id")]
-            if "idPattern" in sel:
-                pattern = _pattern(sel["idPattern"])
-            if "type" in sel:
-                types = (types or []) + (_types(sel["type"], ctx) or [])
+    ids, pattern, types = entity_selectors(body.get("entities"), ctx)
     attrs = body.get("attrs")
     if attrs is not None and (not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs)):
         raise BadRequest("attrs must be an array of attribute names")
@@ -1020,6 +1005,29 @@ def attribute_info(request: Request, attr: str) -> Response:
 
 
 # --- parameter parsing --------------------------------------------------------------------------------------
+
+
+def entity_selectors(
+    ents: Any, ctx: ActiveContext
+) -> tuple[list[str] | None, str | None, list[frozenset[str]] | None]:
+    """The ``entities`` member of a Query body: ids, an idPattern and type selectors."""
+    ids: list[str] | None = None
+    types: list[frozenset[str]] | None = None
+    pattern = None
+    if ents is None:
+        return ids, pattern, types
+    if not isinstance(ents, list):
+        raise BadRequest("entities must be an array of {id, idPattern, type}")
+    for sel in ents:
+        if not isinstance(sel, dict):
+            raise BadRequest("each entities member must be an object")
+        if "id" in sel:
+            ids = (ids or []) + [check_uri(sel["id"], "entities[].id")]
+        if "idPattern" in sel:
+            pattern = _pattern(sel["idPattern"])
+        if "type" in sel:
+            types = (types or []) + (_types(sel["type"], ctx) or [])
+    return ids, pattern, types
 
 
 def _ids_param(value: str | None) -> list[str] | None:

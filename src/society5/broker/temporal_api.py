@@ -23,6 +23,7 @@ from society5.broker.api import (
     _q,
     _scope,
     _types,
+    entity_selectors,
     reject_unknown_params,
 )
 from society5.broker.http import accepted, body_doc, bool_param, flag_set, int_param, json_response
@@ -311,22 +312,7 @@ async def post_temporal_query(request: Request, tenant: str | None = TenantHeade
     if not isinstance(body, dict) or body.get("type") != "Query":
         raise BadRequest('the body must be a Query object: {"type": "Query", ...}')
     settings = platform_of(request).settings
-    ids: list[str] | None = None
-    types: list[frozenset[str]] | None = None
-    pattern = None
-    ents = body.get("entities")
-    if ents is not None:
-        if not isinstance(ents, list):
-            raise BadRequest("entities must be an array of {id, idPattern, type}")
-        for sel in ents:
-            if not isinstance(sel, dict):
-                raise BadRequest("each entities member must be an object")
-            if "id" in sel:
-                ids = (ids or []) + [check_uri(sel["id"], "entities[].id")]
-            if "idPattern" in sel:
-                pattern = _pattern(sel["idPattern"])
-            if "type" in sel:
-                types = (types or []) + (_types(sel["type"], ctx) or [])
+    ids, pattern, types = entity_selectors(body.get("entities"), ctx)
     attrs = body.get("attrs")
     if attrs is not None and (not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs)):
         raise BadRequest("attrs must be an array of attribute names")
