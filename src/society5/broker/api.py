@@ -37,22 +37,9 @@ from society5.core.errors import ApiError, BadRequest, InvalidRequest, NotFound
 from society5.core.http import platform_of, principal_of
 
 
-async def reject_unknown_params(request: Request) -> None:
-    """An unknown query parameter is a client mistake (a typo silently ignored would return wrong data)."""
-    route = request.scope.get("route")
-    extra = getattr(route, "openapi_extra", None) or {}
-    allowed = {p["name"] for p in extra.get("parameters", ()) if p.get("in") == "query"}
-    dependant = getattr(route, "dependant", None)
-    if dependant is not None:
-        allowed |= {p.alias for p in dependant.query_params}
-    unknown = sorted(set(request.query_params) - allowed)
-    if unknown:
-        raise InvalidRequest(f"unknown query parameter(s): {', '.join(unknown)}")
-
-
 class CheckedRoute(APIRoute):
-    """A route that refuses unknown query parameters before its handler runs. The same check as
-    ``reject_unknown_params``, without FastAPI's per-request dependency resolution."""
+    """A route that refuses unknown query parameters before its handler runs: a typo silently ignored would
+    return wrong data. Done here rather than as a dependency, which FastAPI would resolve on every request."""
 
     def get_route_handler(self) -> Any:
         handler = super().get_route_handler()

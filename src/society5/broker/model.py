@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from society5.broker.geo import GEOMETRY_TYPES
 from society5.broker.jsonld import ActiveContext, is_absolute_iri
 from society5.core.errors import BadRequest
 from society5.core.timeutil import parse_iso
@@ -51,15 +52,6 @@ MEMBER_TYPE = {
 }
 INSTANCE_META = ("datasetId", "observedAt", "unitCode", "createdAt", "modifiedAt", "deletedAt", "lang")
 RESERVED = {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt", "@id", "@type"}
-GEOJSON_TYPES = {
-    "Point",
-    "MultiPoint",
-    "LineString",
-    "MultiLineString",
-    "Polygon",
-    "MultiPolygon",
-    "GeometryCollection",
-}
 _BAD_NAME_CHARS = re.compile(r"[<>\"'=;()\s\\{}|^`]")
 _NOT_IN_URI = re.compile(r'[\s<>"]')
 _SCOPE_RE = re.compile(r"^/[^/\s#+]+(/[^/\s#+]+)*$")
@@ -178,7 +170,7 @@ class EntityParser:
             return self._finish(
                 name, {"type": "GeoProperty" if geo else "Property", "value": raw}, allow_null
             )
-        if (raw.get("type") in GEOJSON_TYPES and "coordinates" in raw) or raw.get(
+        if (raw.get("type") in GEOMETRY_TYPES and "coordinates" in raw) or raw.get(
             "type"
         ) == "GeometryCollection":
             return self._finish(name, {"type": "GeoProperty", "value": raw}, allow_null)

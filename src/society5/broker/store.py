@@ -22,8 +22,7 @@ from society5.broker import geo as geo_mod
 from society5.broker.query import q as qlang
 from society5.broker.query import scope as scopelang
 from society5.broker.tables import entities, entity_types, geo
-
-PUBLIC_SCOPE = "/public"
+from society5.core.auth import PUBLIC_SCOPE
 
 
 def is_public(doc: dict[str, Any]) -> bool:

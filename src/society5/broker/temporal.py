@@ -45,6 +45,7 @@ from society5.broker.model import (
     EntityParser,
     Renderer,
     check_attr_name,
+    check_datetime,
     check_uri,
     parse_scopes,
     parse_types,
@@ -160,12 +161,7 @@ def parse_temporal_query(timerel: Any = None, time_at: Any = None, end_time_at: 
         raise BadRequest("timerel=between needs endTimeAt (an ISO 8601 date-time)")
     for name, value in (("timeAt", time_at), ("endTimeAt", end_time_at)):
         if value is not None and value != "":
-            if not isinstance(value, str):
-                raise BadRequest(f"{name} must be an ISO 8601 date-time string")
-            try:
-                parse_iso(value)
-            except ValueError as err:
-                raise BadRequest(f"{name} {value!r} is not an ISO 8601 date-time") from err
+            check_datetime(value, name)
     if timerel == "between" and _epoch(end_time_at) <= _epoch(time_at):
         raise BadRequest("endTimeAt must be later than timeAt")
     prop = timeproperty or "observedAt"

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from society5.broker.api import (
+    CheckedRoute,
     TenantHeader,
     _attrs_param,
     _body,
@@ -24,7 +25,6 @@ from society5.broker.api import (
     _scope,
     _types,
     entity_selectors,
-    reject_unknown_params,
 )
 from society5.broker.http import accepted, body_doc, bool_param, flag_set, int_param, json_response
 from society5.broker.jsonld import ActiveContext
@@ -42,8 +42,7 @@ from society5.core.errors import BadRequest, InvalidRequest, NotFound
 from society5.core.http import platform_of, principal_of
 
 # Unknown query parameters are 400 InvalidRequest, as in the rest of the API (a typo must not pass silently).
-router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD temporal"],
-                   dependencies=[Depends(reject_unknown_params)])
+router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD temporal"], route_class=CheckedRoute)
 
 _OPTIONS = {"temporalValues", "aggregatedValues", "sysAttrs", "normalized", "simplified"}
 _FORMATS = {"temporalValues", "aggregatedValues", "normalized", "simplified"}
