@@ -67,8 +67,11 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (idempotent; safe to call at every start)."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Bring the schema to ``revision`` (idempotent; safe to call at every start).
+
+    The default is every head: the platform's parts (broker, notify, services) add migrations that branch from
+    a shared base without depending on each other, and Alembic applies each branch in order."""
     from alembic import command
     from alembic.config import Config
 

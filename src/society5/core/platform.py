@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 
 from society5.core.auth import KeyStore, TenantStore, UserStore
 from society5.core.db import make_engine, upgrade
+from society5.core.outbox import Outbox, RetryPolicy
 from society5.core.settings import Settings
 
 
@@ -19,6 +20,8 @@ class Platform:
     keys: KeyStore
     users: UserStore
     tenants: TenantStore
+    # Messages to the outside world, committed with the change that caused them (started by the server).
+    outbox: Outbox
     # Components of higher layers (the broker, services' state) registered by name at start-up.
     parts: dict[str, Any] = field(default_factory=dict)
 
@@ -33,7 +36,14 @@ class Platform:
             keys=KeyStore(engine),
             users=UserStore(engine),
             tenants=TenantStore(engine),
+            outbox=Outbox(
+                engine,
+                policy=RetryPolicy(settings.outbox_retry_base_s, settings.outbox_retry_max_s,
+                                   settings.outbox_max_attempts),
+                workers=settings.outbox_workers,
+            ),
         )
 
     def close(self) -> None:
+        self.outbox.stop()
         self.engine.dispose()

@@ -43,6 +43,9 @@ class Service:
     listed: bool = True  # shown on the top page
     on_startup: Callable[[Any], object] | None = None
     on_shutdown: Callable[[Any], object] | None = None
+    # Started with the platform when the server starts serving (not when an app is merely built, as tests do);
+    # returns an object whose ``stop()`` is called at shutdown. For long-running loops: bridges, dispatchers.
+    background: Callable[[Any], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

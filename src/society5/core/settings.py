@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     context_fetch_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
     context_fetch_timeout_s: float = 3.0
     log_level: str = "INFO"
+    # Outbox delivery (notifications, messages): parallel deliveries per process and the retry schedule.
+    outbox_workers: int = Field(default=8, ge=1, le=256)
+    outbox_max_attempts: int = Field(default=12, ge=1)
+    outbox_retry_base_s: float = Field(default=1.0, gt=0)
+    outbox_retry_max_s: float = Field(default=600.0, gt=0)
     session_hours: int = 12
 
     @field_validator("database_url")

@@ -54,9 +54,17 @@ def create_app(
 
             runner = JobRunner(plat, jobs)
             runner.start()
+        running = [svc.background(plat) for svc in services if svc.background is not None]
+        if plat.outbox.handlers:
+            running.append(plat.outbox.start())
         try:
             yield
         finally:
+            for worker in reversed(running):
+                try:
+                    worker.stop()
+                except Exception:  # one failing stop must not keep the others running
+                    log.exception("stopping %r failed", worker)
             if runner is not None:
                 runner.stop()
             for svc in services:

@@ -1,0 +1,299 @@
+"""A persistent outbox: work that must reach the outside world (NGSI-LD notifications, messages to people).
+
+A producer writes a row with ``enqueue(conn, ...)`` inside the transaction of the change that caused it, so
+the message exists exactly when the change does: nothing is lost on a crash; a rollback sends nothing.
+A dispatcher then claims due rows and hands each to the handler registered for its ``kind``:
+
+- success → the row is marked ``done``;
+- a handler raising ``Defer(seconds)`` → rescheduled without counting an attempt (rate limits, quiet hours);
+- a handler raising ``GiveUp`` → ``dead`` at once (the receiver said the message can never be accepted);
+- any other exception → retried with exponential backoff and jitter, ``dead`` after ``max_attempts``.
+
+Several server processes may share one PostgreSQL: a claim is one ``UPDATE … WHERE id IN (SELECT … FOR
+UPDATE SKIP LOCKED)``, so two processes never hold the same row, and a claim is a lease (``claimed_until``):
+rows held by a process that died are claimed again once the lease runs out. Delivery is therefore
+at-least-once across crashes and exactly-once while processes stay alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from society5.core.tables import outbox as outbox_table
+
+log = logging.getLogger(__name__)
+
+PENDING, DONE, DEAD = "pending", "done", "dead"
+
+
+class Defer(Exception):
+    """Raised by a handler: try again after ``seconds`` without counting a failed attempt."""
+
+    def __init__(self, seconds: float, reason: str = "deferred"):
+        super().__init__(reason)
+        self.seconds = max(0.0, seconds)
+
+
+class GiveUp(Exception):
+    """Raised by a handler: this message can never be delivered; mark it dead now."""
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    kind: str
+    tenant: str
+    key: str
+    payload: Any
+    attempts: int  # failed attempts before this one
+    created_at: float
+
+
+Handler = Callable[[Message], object]
+# Called after a message reached a final state or failed an attempt: (message, status, error or None).
+Observer = Callable[[Message, str, "str | None"], object]
+
+
+@dataclass
+class RetryPolicy:
+    base_s: float = 1.0
+    max_s: float = 600.0
+    max_attempts: int = 12  # about two hours of retries with the defaults
+
+    def delay(self, attempts: int) -> float:
+        raw = min(self.max_s, self.base_s * (2 ** max(0, attempts - 1)))
+        return raw * (0.75 + random.random() * 0.5)  # jitter spreads a receiver's comeback load
+
+
+@dataclass
+class Outbox:
+    engine: Engine
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    workers: int = 8
+    lease_s: float = 60.0
+    poll_s: float = 0.5
+    keep_done_s: float = 86_400.0
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    observers: list[Observer] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight = 0
+        self._lock = threading.Lock()
+        self._pg = self.engine.dialect.name == "postgresql"
+        # A commit that enqueued something wakes the dispatcher at once instead of at its next poll.
+        self._dirty_key = f"outbox_dirty_{self.owner}"
+        sa.event.listen(self.engine, "commit", self._after_commit)
+        sa.event.listen(self.engine, "rollback", self._after_rollback)
+
+    # -- producing -------------------------------------------------------------------------------------------
+
+    def register(self, kind: str, handler: Handler) -> None:
+        if kind in self.handlers:
+            raise ValueError(f"an outbox handler for {kind!r} is already registered")
+        self.handlers[kind] = handler
+
+    def enqueue(self, conn: Connection, kind: str, payload: Any, *, tenant: str = "", key: str = "",
+                delay_s: float = 0.0) -> None:
+        """Add one message inside the caller's transaction (sent only if that transaction commits)."""
+        self.enqueue_many(conn, [(kind, payload, tenant, key, delay_s)])
+
+    def enqueue_many(self, conn: Connection, items: Iterable[tuple[str, Any, str, str, float]]) -> None:
+        now = time.time()
+        rows = [
+            {"kind": kind, "payload": payload, "tenant": tenant, "key": key, "status": PENDING, "attempts": 0,
+             "next_at": now + delay, "created_at": now}
+            for kind, payload, tenant, key, delay in items
+        ]
+        if rows:
+            conn.execute(outbox_table.insert(), rows)
+            conn.info[self._dirty_key] = True
+
+    def _after_commit(self, conn: Connection) -> None:
+        if conn.info.pop(self._dirty_key, False):
+            self._wake.set()
+
+    def _after_rollback(self, conn: Connection) -> None:
+        conn.info.pop(self._dirty_key, None)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- delivering ------------------------------------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[Message]:
+        """Lease up to ``limit`` due messages to this process (oldest first)."""
+        now = time.time()
+        t = outbox_table
+        due = (
+            sa.select(t.c.id)
+            .where(t.c.status == PENDING, t.c.next_at <= now,
+                   sa.or_(t.c.claimed_until.is_(None), t.c.claimed_until < now))
+            .order_by(t.c.next_at, t.c.id)
+            .limit(limit)
+        )
+        if self._pg:
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            sa.update(t)
+            .where(t.c.id.in_(due.scalar_subquery()))
+            .values(claimed_by=self.owner, claimed_until=now + self.lease_s)
+            .returning(t.c.id, t.c.kind, t.c.tenant, t.c.key, t.c.payload, t.c.attempts, t.c.created_at)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+        messages = [Message(r.id, r.kind, r.tenant, r.key, r.payload, r.attempts, r.created_at) for r in rows]
+        messages.sort(key=lambda m: m.id)
+        return messages
+
+    def deliver(self, message: Message) -> str:
+        """Run the handler for one claimed message and record the outcome; returns the new status."""
+        handler = self.handlers.get(message.kind)
+        error: str | None = None
+        values: dict[str, Any]
+        if handler is None:
+            error = f"no handler registered for kind {message.kind!r}"
+            values = {"status": PENDING, "next_at": time.time() + self.policy.max_s, "last_error": error}
+            status = PENDING
+        else:
+            try:
+                handler(message)
+            except Defer as defer:
+                status, values = PENDING, {"next_at": time.time() + defer.seconds}
+            except GiveUp as err:
+                error = str(err) or type(err).__name__
+                status, values = DEAD, {"attempts": message.attempts + 1, "last_error": error,
+                                        "done_at": time.time()}
+            except Exception as err:  # any receiver failure is retried; the message is never dropped
+                error = f"{type(err).__name__}: {err}"[:2000]
+                attempts = message.attempts + 1
+                if attempts >= self.policy.max_attempts:
+                    status, values = DEAD, {"done_at": time.time()}
+                else:
+                    status, values = PENDING, {"next_at": time.time() + self.policy.delay(attempts)}
+                values.update(attempts=attempts, last_error=error)
+            else:
+                status, values = DONE, {"done_at": time.time(), "last_error": None}
+        values.update(status=status, claimed_by=None, claimed_until=None)
+        t = outbox_table
+        with self.engine.begin() as conn:
+            # Only the lease holder records the outcome: an expired lease may belong to another process now.
+            mine = sa.and_(t.c.id == message.id, t.c.claimed_by == self.owner)
+            conn.execute(sa.update(t).where(mine).values(**values))
+        for observer in self.observers:
+            try:
+                observer(message, status, error)
+            except Exception:
+                log.exception("outbox observer failed")
+        return status
+
+    def deliver_due(self, limit: int = 100) -> int:
+        """Deliver what is due now, in this thread (tests, CLI tools); returns how many were handled."""
+        handled = 0
+        while True:
+            batch = self.claim(limit)
+            for message in batch:
+                self.deliver(message)
+            handled += len(batch)
+            if len(batch) < limit:
+                return handled
+
+    def start(self) -> Outbox:
+        if self._thread is None:
+            self._stop.clear()
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="society5-outbox")
+            self._thread = threading.Thread(target=self._loop, name="society5-outbox-dispatch", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=False)
+            self._pool = None
+
+    def _loop(self) -> None:
+        last_cleanup = 0.0
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                with self._lock:
+                    free = self.workers - self._inflight
+                batch = self.claim(free) if free else []
+            except Exception:
+                log.exception("outbox claim failed; retrying")
+                batch = []
+            for message in batch:
+                assert self._pool is not None
+                with self._lock:
+                    self._inflight += 1
+                self._pool.submit(self._run, message)
+            if time.time() - last_cleanup > 600:
+                last_cleanup = time.time()
+                self._cleanup()
+            if not batch or len(batch) < free:
+                self._wake.wait(self.poll_s)
+
+    def _run(self, message: Message) -> None:
+        try:
+            self.deliver(message)
+        except Exception:  # the database went away mid-delivery; the lease makes the row come back
+            log.exception("outbox delivery of %s failed", message.id)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+            self._wake.set()
+
+    def _cleanup(self) -> None:
+        t = outbox_table
+        try:
+            with self.engine.begin() as conn:
+                old = sa.and_(t.c.status == DONE, t.c.done_at < time.time() - self.keep_done_s)
+                conn.execute(sa.delete(t).where(old))
+        except Exception:
+            log.exception("outbox cleanup failed")
+
+    # -- operating -------------------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Messages per kind and status (for the admin page and the benchmark)."""
+        t = outbox_table
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for kind, status, n in conn.execute(
+                sa.select(t.c.kind, t.c.status, sa.func.count()).group_by(t.c.kind, t.c.status)
+            ):
+                out.setdefault(kind, {})[status] = n
+        return out
+
+    def requeue_dead(self, kind: str | None = None) -> int:
+        """Give dead messages a fresh set of attempts (after a receiver was fixed)."""
+        t = outbox_table
+        cond = t.c.status == DEAD
+        if kind is not None:
+            cond = sa.and_(cond, t.c.kind == kind)
+        with self.engine.begin() as conn:
+            n = conn.execute(
+                sa.update(t).where(cond).values(status=PENDING, attempts=0, next_at=time.time(), done_at=None)
+            ).rowcount
+        self._wake.set()
+        return int(n)
