@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from society5.core.db import script_heads
 from tests.server import Server
 
 SOCIETY5 = str(Path(sys.executable).with_name("society5"))
@@ -20,7 +21,7 @@ def run(args: list[str], db: str) -> subprocess.CompletedProcess[str]:
 
 def test_keys_create_list_revoke_and_use(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'cli.db'}"
-    assert "revision 0002" in run(["db", "upgrade"], db).stdout
+    assert f"revision {', '.join(script_heads())}" in run(["db", "upgrade"], db).stdout
     made = run(["keys", "create", "--role", "operator", "--tenant", "011002", "--label", "札幌"], db)
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip().splitlines()[-1]

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from society5.broker import api, contexts_api, temporal_api
+from society5.broker import api, contexts_api, retention, temporal_api
 from society5.broker.core import Broker
 from society5.broker.jsonld import ContextStore
 from society5.broker.tables import contexts as contexts_table
 from society5.broker.temporal import DEFAULT_INSTANCE_LIMIT, TemporalStore
 from society5.core.platform import Platform
-from society5.core.service import Service
+from society5.core.service import Job, Service
 from society5.core.timeutil import now_iso
 
 log = logging.getLogger(__name__)
@@ -72,5 +73,6 @@ service = Service(
     router=_routers(),
     mount="",
     on_startup=start,
+    jobs=(Job("temporal_retention", every=timedelta(hours=1), run=retention.job),),
     listed=True,
 )

@@ -30,6 +30,15 @@ def _add_bench() -> None:
 
 
 _add_bench()
+
+
+def _add_import() -> None:
+    from society5.cli.import_csv import import_app
+
+    app.add_typer(import_app, name="import")
+
+
+_add_import()
 console = Console(stderr=True)
 
 

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     # Instances per attribute in one temporal answer; longer histories are paged (206 + Content-Range).
     temporal_instance_limit: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=20, ge=1)
+    # History retention in days per entity type ("*": every other type); absent = keep for ever.
+    temporal_retention_days: dict[str, float] = Field(default_factory=dict)
     # A directory holding index.json ({url: file}) of JSON-LD contexts to preload into the local cache.
     preload_contexts: Path | None = None
     # Remote @context URLs may be fetched only from these hosts (the default: none, offline-safe).
@@ -50,6 +52,14 @@ class Settings(BaseSettings):
             value = "postgresql://" + value[len("postgres://") :]
         if value.startswith("postgresql://"):
             value = "postgresql+psycopg://" + value[len("postgresql://") :]
+        return value
+
+    @field_validator("temporal_retention_days")
+    @classmethod
+    def _positive_days(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not v > 0}
+        if bad:
+            raise ValueError(f"retention days must be positive: {bad}")
         return value
 
     @property
