@@ -25,30 +25,46 @@ def bench_dir() -> Path:
     return Path(society5.__file__).resolve().parents[2] / "bench"
 
 
-@bench_app.command("broker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def _run_script(name: str, args: list[str]) -> None:
+    script = bench_dir() / name
+    if not script.is_file():
+        typer.echo(f"the benchmark is not here: {script} does not exist. It lives in the source checkout "
+                   f"(bench/{name}), not in an installed wheel: run it from a git checkout installed with "
+                   f"`pip install -e .`, or `python bench/{name}` there.", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(subprocess.call([sys.executable, str(script), *args]))
+
+
+DATABASE_HELP = ("sqlite:///NEW_FILE or postgresql+psycopg://user@host:5432/db (a fresh s5bench_* database "
+                 "is created there and dropped afterwards); default: a temporary SQLite file")
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _common(database_url: str | None, quick: bool) -> list[str]:
+    return [*(["--database-url", database_url] if database_url else []), *(["--quick"] if quick else [])]
+
+
+@bench_app.command("broker", context_settings=PASS_THROUGH)
 def broker(
     ctx: typer.Context,
-    database_url: str = typer.Option(
-        None, "--database-url",
-        help="sqlite:///NEW_FILE or postgresql+psycopg://user@host:5432/db (a fresh s5bench_* database is "
-             "created there and dropped afterwards); default: a temporary SQLite file",
-    ),
+    database_url: str = typer.Option(None, "--database-url", help=DATABASE_HELP),
     quick: bool = typer.Option(False, "--quick", help="tiny sizes: a smoke test, not a measurement"),
 ) -> None:
     """Benchmark the broker over HTTP against raw baselines; the last line holds the four figures.
 
     Other options of bench/broker.py (--duration, --profile DIR, ...) are passed through.
     """
-    script = bench_dir() / "broker.py"
-    if not script.is_file():
-        typer.echo(f"the broker benchmark is not here: {script} does not exist. It lives in the source "
-                   "checkout (bench/broker.py), not in an installed wheel: run it from a git checkout "
-                   "installed with `pip install -e .`, or `python bench/broker.py` there.", err=True)
-        raise typer.Exit(2)
-    cmd = [sys.executable, str(script)]
-    if database_url:
-        cmd += ["--database-url", database_url]
-    if quick:
-        cmd.append("--quick")
-    cmd += list(ctx.args)
-    raise typer.Exit(subprocess.call(cmd))
+    _run_script("broker.py", [*_common(database_url, quick), *ctx.args])
+
+
+@bench_app.command("notify", context_settings=PASS_THROUGH)
+def notify(
+    ctx: typer.Context,
+    database_url: str = typer.Option(None, "--database-url", help=DATABASE_HELP),
+    quick: bool = typer.Option(False, "--quick", help="tiny sizes: a smoke test, not a measurement"),
+) -> None:
+    """Benchmark notification latency, MQTT ingest and history aggregation; the last line holds the figures.
+
+    Other options of bench/notify.py (--skip-mqtt) are passed through.
+    """
+    _run_script("notify.py", [*_common(database_url, quick), *ctx.args])
