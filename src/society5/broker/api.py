@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import weakref
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -43,9 +46,7 @@ class CheckedRoute(APIRoute):
 
     def get_route_handler(self) -> Any:
         handler = super().get_route_handler()
-        documented = (self.openapi_extra or {}).get("parameters", ())
-        allowed = {p["name"] for p in documented if p.get("in") == "query"}
-        allowed |= {p.alias for p in self.dependant.query_params}
+        allowed = allowed_query_params(self)
 
         async def checked(request: Request) -> Response:
             if request.scope.get("query_string"):
@@ -56,6 +57,13 @@ class CheckedRoute(APIRoute):
             return response
 
         return checked
+
+
+def allowed_query_params(route: APIRoute) -> set[str]:
+    """The query parameters a route documents (through ``openapi_extra`` or declared parameters)."""
+    documented = (route.openapi_extra or {}).get("parameters", ())
+    allowed = {p["name"] for p in documented if p.get("in") == "query"}
+    return allowed | {p.alias for p in route.dependant.query_params}
 
 
 router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"], route_class=CheckedRoute)
@@ -111,10 +119,65 @@ class _db:
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             if inline:
+                if name in GROUP_COMMITTED:
+                    return await _coalescer(self.broker).submit(lambda: method(*args, **kwargs))
                 return method(*args, **kwargs)
             return await run_in_threadpool(method, *args, **kwargs)
 
         return call
+
+
+# Single-entity attribute writes (what sensors send all day) share one SQLite transaction when they arrive
+# together: one commit then makes several requests durable, and each is answered only after that commit.
+# These operations validate everything before they write, so one request's error leaves the others intact.
+GROUP_COMMITTED = frozenset({"update_attrs", "patch_attr", "append_attrs"})
+
+
+class _Coalescer:
+    def __init__(self, broker: Broker):
+        self.broker = broker
+        self.pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+
+    def submit(self, work: Callable[[], Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self.pending:
+            loop.call_soon(self._run)  # after the requests already runnable in this turn of the loop
+        self.pending.append((work, future))
+        return future
+
+    def _run(self) -> None:
+        batch, self.pending = self.pending, []
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        try:
+            with self.broker.db.shared():
+                for work, future in batch:
+                    try:
+                        outcomes.append((future, True, work()))
+                    except Exception as err:  # this request's own error: the others go on
+                        outcomes.append((future, False, err))
+        except Exception as err:  # the commit failed: nothing of the batch is durable
+            for _work, future in batch:
+                if not future.done():
+                    future.set_exception(err)
+            return
+        for future, ok, value in outcomes:
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+_coalescers: weakref.WeakKeyDictionary[Broker, _Coalescer] = weakref.WeakKeyDictionary()
+
+
+def _coalescer(broker: Broker) -> _Coalescer:
+    found = _coalescers.get(broker)
+    if found is None:
+        found = _coalescers[broker] = _Coalescer(broker)
+    return found
 
 
 def _max_body(request: Request) -> int:

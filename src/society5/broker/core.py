@@ -27,6 +27,7 @@ from society5.broker.model import (
 )
 from society5.broker.store import EntityQuery, EntityStore, QueryResult
 from society5.core.auth import DEFAULT_TENANT, SUPERUSER, Principal, TenantStore, validate_tenant_name
+from society5.core.db import ThreadConnections
 from society5.core.errors import AlreadyExists, ApiError, BadRequest, NotFound
 from society5.core.timeutil import now_iso
 
@@ -51,6 +52,7 @@ class BatchResult:
 class Broker:
     def __init__(self, engine: Engine, contexts: ContextStore, tenants: TenantStore):
         self.engine = engine
+        self.db = ThreadConnections(engine)
         self.contexts = contexts
         self.tenants = tenants
         self.store = EntityStore(engine.dialect.name)
@@ -105,7 +107,7 @@ class Broker:
     ) -> dict[str, Any]:
         check_uri(entity_id, "entity id")
         name = self.tenant_for_read(tenant)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             doc = self.store.get(conn, name, entity_id)
         if doc is None or not _visible(doc, name, principal):
             raise NotFound(f"entity {entity_id} does not exist")
@@ -129,7 +131,7 @@ class Broker:
         doc = EntityParser(ctx, now).entity(
             {**payload, "id": entity_id} if isinstance(payload, dict) else payload
         )
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             old = self._load(conn, name, entity_id, principal)
             doc["createdAt"], doc["modifiedAt"] = old["createdAt"], now
             self.store.update_many(conn, name, [(old, doc)])
@@ -151,7 +153,7 @@ class Broker:
         name = self.tenant_for_read(tenant)
         principal.check_write(name, entity_id)
         now = now_iso()
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             old = self._load(conn, name, entity_id, principal)
             new = _clone(old)
             outcome = change(new, now)
@@ -343,7 +345,7 @@ class Broker:
         now = now_iso()
         result = BatchResult()
         parsed = self._prepare_batch(payloads, ctx, now, True, result, principal, name, contexts)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             existing = self.store.get_many(conn, name, [d["id"] for d, _ in parsed])
             fresh: list[dict[str, Any]] = []
             seen: set[str] = set()
@@ -374,7 +376,7 @@ class Broker:
         now = now_iso()
         result = BatchResult()
         parsed = self._prepare_batch(payloads, ctx, now, True, result, principal, name, contexts)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             existing = self.store.get_many(conn, name, list(dict.fromkeys(d["id"] for d, _ in parsed)))
             created: dict[str, dict[str, Any]] = {}
             updated: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -426,7 +428,7 @@ class Broker:
         result = BatchResult()
         if not isinstance(payloads, list):
             raise BadRequest("a batch operation takes a JSON array of entities")
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             ids = [p["id"] for p in payloads if isinstance(p, dict) and isinstance(p.get("id"), str)]
             existing = self.store.get_many(conn, name, ids)
             pairs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -482,7 +484,7 @@ class Broker:
                 result.errors.append((str(raw), err))
                 continue
             valid.append(eid)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             existing = self.store.get_many(conn, name, valid)
             gone = [e for e in dict.fromkeys(valid) if e in existing]
             seen: set[str] = set()
@@ -501,7 +503,7 @@ class Broker:
     ) -> dict[str, dict[str, Any]]:
         """Entities by id that ``principal`` may see (for joining linked entities)."""
         name = self.tenant_for_read(tenant)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             found = self.store.get_many(conn, name, ids)
         return {k: v for k, v in found.items() if _visible(v, name, principal)}
 
@@ -517,7 +519,7 @@ class Broker:
         name = self.tenant_for_read(tenant)
         query.limit, query.offset, query.count = 10**9, 0, False
         now = now_iso()
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             docs = self.store.query(conn, name, query).docs
             for doc in docs:
                 principal.check_write(name, doc["id"])
@@ -547,12 +549,12 @@ class Broker:
         name = self.tenant_for_read(tenant)
         if not principal.can_read_private(name):
             query.public_only = True
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return self.store.query(conn, name, query)
 
     def type_counts(self, tenant: str | None, principal: Principal = SUPERUSER) -> dict[str, int]:
         name = self.tenant_for_read(tenant)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return self.store.type_counts(conn, name, not principal.can_read_private(name))
 
     def type_details(
@@ -561,7 +563,7 @@ class Broker:
         """For each type: attribute IRI → {"types": set of attribute types, "count": entities}."""
         name = self.tenant_for_read(tenant)
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             for doc in self.store.iter_docs(conn, name, not principal.can_read_private(name), types):
                 for etype in doc["type"]:
                     slot = out.setdefault(etype, {})

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from society5.broker import api, contexts_api, retention, temporal_api
 from society5.broker.core import Broker
+from society5.broker.hot_paths import HotPaths
 from society5.broker.jsonld import ContextStore
 from society5.broker.tables import contexts as contexts_table
 from society5.broker.temporal import DEFAULT_INSTANCE_LIMIT, TemporalStore
@@ -74,5 +75,6 @@ service = Service(
     mount="",
     on_startup=start,
     jobs=(Job("temporal_retention", every=timedelta(hours=1), run=retention.job),),
+    middleware=(HotPaths,),
     listed=True,
 )

@@ -351,11 +351,15 @@ class TemporalStore:
                     instances.c.sid == sid, instances.c.deleted.is_(False),
                     instances.c.observed_at.is_not(None), instances.c.ts.in_(sorted(times))))
         # Straight to the driver: SQLAlchemy's per-row parameter processing would cost more than the insert.
-        conn.exec_driver_sql(self._insert_sql, [
+        params = [
             (r["sid"], r["instance_id"], r["deleted"], r["ts"], r["observed_at"], r["created_at"],
              r["modified_at"], r["created_ts"], r["modified_ts"], r["value_num"],
              orjson.dumps(r["instance"]).decode())
-            for r in rows])
+            for r in rows]
+        if self.sqlite:  # inside SQLAlchemy's transaction, on the same connection (as the entity store does)
+            conn.connection.driver_connection.executemany(self._insert_sql, params)
+        else:
+            conn.exec_driver_sql(self._insert_sql, params)
 
     def _series_ids(self, conn: Connection,
                     keys: set[tuple[str, str, str, str]]) -> dict[tuple[str, ...], int]:

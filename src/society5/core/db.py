@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from society5.core.settings import Settings
 
@@ -99,3 +102,68 @@ def script_heads() -> list[str]:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return sorted(ScriptDirectory.from_config(cfg).get_heads())
+
+
+class ThreadConnections:
+    """``begin()``/``connect()`` like an Engine's, reusing one connection per thread on SQLite.
+
+    On SQLite a pool checkout and check-in (with its reset) cost more than a single-row read or update; a
+    connection kept per thread avoids both. It holds no transaction between uses, so it never blocks WAL
+    checkpoints or other writers. PostgreSQL keeps the pool: its connections are a shared, limited resource.
+    A nested use on the same thread (a listener writing from inside a transaction) gets a pooled connection.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.enabled = engine.dialect.name == "sqlite"
+        self._local = threading.local()
+
+    @contextmanager
+    def shared(self) -> Iterator[Connection]:
+        """One transaction that every ``begin()``/``connect()`` on this thread joins until it ends (group
+        commit: several requests' writes made durable by one commit)."""
+        with self.begin() as conn:
+            self._local.shared = conn
+            try:
+                yield conn
+            finally:
+                self._local.shared = None
+
+    def _mine(self) -> Connection | None:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._local.conn = self.engine.connect()
+        if conn.in_transaction():
+            return None
+        return conn
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        joined = getattr(self._local, "shared", None)
+        if joined is not None:
+            yield joined
+            return
+        conn = self._mine() if self.enabled else None
+        if conn is None:
+            with self.engine.begin() as pooled:
+                yield pooled
+            return
+        with conn.begin():
+            yield conn
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        joined = getattr(self._local, "shared", None)
+        if joined is not None:
+            yield joined
+            return
+        conn = self._mine() if self.enabled else None
+        if conn is None:
+            with self.engine.connect() as pooled:
+                yield pooled
+            return
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction():
+                conn.rollback()  # end the read transaction SQLAlchemy began, as a pool check-in would

@@ -15,7 +15,11 @@ _AUTH_OFF = Principal(role="admin", name="auth-off")
 
 
 def platform_of(request: Request) -> Platform:
-    plat: Platform = request.app.state.platform
+    # Looked up several times per request; the scope keeps it (app.state goes through __getattr__).
+    scope = request.scope
+    plat: Platform | None = scope.get("s5.platform")
+    if plat is None:
+        plat = scope["s5.platform"] = request.app.state.platform
     return plat
 
 

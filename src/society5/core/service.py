@@ -46,6 +46,8 @@ class Service:
     # Started with the platform when the server starts serving (not when an app is merely built, as tests do);
     # returns an object whose ``stop()`` is called at shutdown. For long-running loops: bridges, dispatchers.
     background: Callable[[Any], Any] | None = None
+    # ASGI middleware classes (``cls(app)``) wrapped around the whole app, e.g. a fast path for hot routes.
+    middleware: tuple[Callable[[Any], Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

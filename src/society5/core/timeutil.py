@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -17,9 +18,19 @@ def iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_second: tuple[int, str] = (0, "")
+
+
 def now_iso() -> str:
-    # isoformat is several times faster than strftime and gives the same fixed-width text for UTC
-    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    """The current UTC time, ISO 8601 with microseconds and Z (fixed width)."""
+    # Called on every write: formatting the date part once per second makes it a few times cheaper.
+    global _second
+    t = time.time()
+    whole = int(t)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{min(999_999, int((t - whole) * 1_000_000)):06d}Z"
 
 
 def parse_iso(text: str) -> datetime:

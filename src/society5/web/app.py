@@ -101,6 +101,9 @@ def create_app(
             app.include_router(svc.pages)
     _install_error_handlers(app)
     _install_docs(app)
+    for svc in services:
+        for middleware in svc.middleware:
+            app.add_middleware(middleware)
 
     return app
 
