@@ -43,6 +43,27 @@ class Settings(BaseSettings):
     outbox_retry_base_s: float = Field(default=1.0, gt=0)
     outbox_retry_max_s: float = Field(default=600.0, gt=0)
     session_hours: int = 12
+    # Notify layer (society5.notify, see its README): the SMTP server for mail, the LINE Messaging API, and
+    # per-channel rate limits (messages per second per process; 0 = unlimited). Mail is off until
+    # SMTP_HOST and SMTP_FROM are set, LINE until its channel access token is set.
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_ssl: bool = False
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = ""
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    line_channel_access_token: str = ""
+    line_api_base: str = "https://api.line.me"
+    notify_timeout_s: float = Field(default=10.0, gt=0)  # LINE, webhook and MQTT calls
+    notify_rate_mail: float = Field(default=10.0, ge=0)
+    notify_rate_line: float = Field(default=2000.0, ge=0)
+    notify_rate_webhook: float = Field(default=100.0, ge=0)
+    notify_rate_mqtt: float = Field(default=500.0, ge=0)
+    # Failed attempts on one channel before a message escalates to the recipient's next channel.
+    notify_escalate_after: int = Field(default=5, ge=1)
+    notify_keep_days: int = Field(default=90, ge=1)
 
     @field_validator("database_url")
     @classmethod

@@ -1,0 +1,36 @@
+"""What every channel receives and must do: send one message to one address, or say why not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to one recipient on one channel (already rendered in the recipient's language)."""
+
+    delivery_id: str  # a UUID, stable across retries: the idempotency key receivers may use
+    tenant: str
+    recipient_id: str
+    recipient_name: str
+    address: str
+    template: str
+    lang: str
+    title: str
+    text: str
+    html: str
+    urgent: bool
+    secret: str | None = None  # the recipient's webhook signing secret
+
+
+class Channel(Protocol):
+    """``send`` returns when the receiver accepted the message; otherwise it raises:
+
+    ``outbox.Defer`` (try later, no attempt counted), ``outbox.GiveUp`` (never deliverable: escalate), or any
+    other exception (a failed attempt: retried with backoff).
+    """
+
+    name: str
+
+    def send(self, out: Outgoing) -> None: ...
