@@ -8,10 +8,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from society5.broker import api, contexts_api, retention, temporal_api
+from society5.broker import api, contexts_api, notifier, retention, subscriptions_api, temporal_api
 from society5.broker.core import Broker
 from society5.broker.hot_paths import HotPaths
 from society5.broker.jsonld import ContextStore
+from society5.broker.subscriptions_match import NOTIFICATION
+from society5.broker.subscriptions_store import SubscriptionStore
 from society5.broker.tables import contexts as contexts_table
 from society5.broker.temporal import DEFAULT_INSTANCE_LIMIT, TemporalStore
 from society5.core.platform import Platform
@@ -53,7 +55,21 @@ def start(platform: Platform) -> Broker:
     temporal = TemporalStore(engine, broker, limit)
     broker.listeners.append(temporal.record)
     platform.parts["temporal"] = temporal
+    # Subscriptions: matched by a change listener (notifications commit with the change), delivered by the
+    # outbox.
+    subs = notifier.Notifier(broker, SubscriptionStore(engine, broker.context), platform.outbox)
+    broker.listeners.append(subs.on_change)
+    if "subscriptions" in platform.parts:  # a second app on the same platform (tests): the newest delivers
+        platform.outbox.handlers.pop(NOTIFICATION, None)
+    platform.outbox.register(NOTIFICATION, subs.deliver)
+    platform.parts["subscriptions"] = subs
     return broker
+
+
+def stop(platform: Platform) -> None:
+    subs = platform.parts.get("subscriptions")
+    if subs is not None:
+        subs.close()
 
 
 def _routers() -> Any:
@@ -63,6 +79,7 @@ def _routers() -> Any:
     combined.include_router(api.router)
     combined.include_router(contexts_api.router)
     combined.include_router(temporal_api.router)
+    combined.include_router(subscriptions_api.router)
     return combined
 
 
@@ -74,7 +91,11 @@ service = Service(
     router=_routers(),
     mount="",
     on_startup=start,
-    jobs=(Job("temporal_retention", every=timedelta(hours=1), run=retention.job),),
+    on_shutdown=stop,
+    jobs=(
+        Job("temporal_retention", every=timedelta(hours=1), run=retention.job),
+        Job("subscriptions_periodic", every=timedelta(seconds=1), run=notifier.periodic_job),
+    ),
     middleware=(HotPaths,),
     listed=True,
 )

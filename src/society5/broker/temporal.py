@@ -357,7 +357,8 @@ class TemporalStore:
              orjson.dumps(r["instance"]).decode())
             for r in rows]
         if self.sqlite:  # inside SQLAlchemy's transaction, on the same connection (as the entity store does)
-            conn.connection.driver_connection.executemany(self._insert_sql, params)
+            driver: Any = conn.connection.driver_connection
+            driver.executemany(self._insert_sql, params)
         else:
             conn.exec_driver_sql(self._insert_sql, params)
 
