@@ -238,3 +238,11 @@ def test_tenants_are_isolated(client: Any) -> None:
     assert r.status_code == 404 and "tenant" in r.json()["detail"]
     r = client.get("/ngsi-ld/v1/entities?type=Building", headers={"NGSILD-Tenant": "bad tenant!"})
     assert r.status_code == 400
+
+
+@pytest.mark.parametrize("kind", [["Property"], {"a": 1}, 5])
+def test_attribute_type_that_is_not_a_string_is_a_400(client: Any, kind: Any) -> None:
+    body = {"id": "urn:ngsi-ld:T:kind", "type": "T", "a": {"type": kind, "value": 1}}
+    r = client.post("/ngsi-ld/v1/entities", json=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert "is not an NGSI-LD attribute type" in r.json()["detail"]

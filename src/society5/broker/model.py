@@ -187,7 +187,7 @@ class EntityParser:
             kind = MEMBER_TYPE[members[0]]
             if kind == "Property" and geo:
                 kind = "GeoProperty"
-        if kind not in VALUE_MEMBER:
+        if not isinstance(kind, str) or kind not in VALUE_MEMBER:
             raise BadRequest(
                 f"attribute {name!r}: type {kind!r} is not an NGSI-LD attribute type "
                 f"({', '.join(VALUE_MEMBER)})"

@@ -12,6 +12,8 @@ from society5.broker import api, contexts_api, notifier, retention, subscription
 from society5.broker.core import Broker
 from society5.broker.hot_paths import HotPaths
 from society5.broker.jsonld import ContextStore
+from society5.broker.mqtt import start as start_mqtt
+from society5.broker.mqtt_api import router as mqtt_router
 from society5.broker.subscriptions_match import NOTIFICATION
 from society5.broker.subscriptions_store import SubscriptionStore
 from society5.broker.tables import contexts as contexts_table
@@ -79,6 +81,7 @@ def _routers() -> Any:
     combined.include_router(api.router)
     combined.include_router(contexts_api.router)
     combined.include_router(temporal_api.router)
+    combined.include_router(mqtt_router)
     combined.include_router(subscriptions_api.router)
     return combined
 
@@ -91,6 +94,7 @@ service = Service(
     router=_routers(),
     mount="",
     on_startup=start,
+    background=start_mqtt,  # the MQTT ingestion bridge, when SOCIETY5_MQTT_URL is set
     on_shutdown=stop,
     jobs=(
         Job("temporal_retention", every=timedelta(hours=1), run=retention.job),

@@ -120,6 +120,46 @@ def demo(
     _run_server(settings, host, port)
 
 
+@app.command("mqtt")
+def mqtt_bridge() -> None:
+    """Run the MQTT ingestion bridge alone (SOCIETY5_MQTT_URL) until Ctrl-C / MQTT取り込みを単独で実行"""
+    import signal
+    import threading
+
+    from society5.broker.mqtt import BridgeConfig, running
+    from society5.broker.service import service as broker_service
+    from society5.core.errors import ConfigError
+    from society5.core.logs import configure
+    from society5.core.platform import Platform
+
+    settings = Settings()
+    configure(settings.log_level)
+    try:
+        if not settings.mqtt_url:
+            raise ConfigError("set SOCIETY5_MQTT_URL (e.g. mqtt://127.0.0.1:1883) to run the MQTT bridge")
+        config = BridgeConfig.from_settings(settings)
+    except ConfigError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from err
+    plat = Platform.open(settings)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    console.print(f"MQTT bridge: {config.where}, topics {', '.join(config.topic_filters())} (Ctrl-C stops)")
+    broker_service.on_startup(plat)  # type: ignore[misc]
+    try:
+        with running(plat.parts["broker"], config) as bridge:
+            try:
+                while not done.wait(60):
+                    logging.getLogger(__name__).info("MQTT bridge: %s", bridge.stats)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        if broker_service.on_shutdown is not None:
+            broker_service.on_shutdown(plat)
+        plat.close()
+    console.print(f"MQTT bridge stopped: {bridge.stats}")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema / スキーマを作成・更新"""

@@ -64,6 +64,20 @@ class Settings(BaseSettings):
     # Failed attempts on one channel before a message escalates to the recipient's next channel.
     notify_escalate_after: int = Field(default=5, ge=1)
     notify_keep_days: int = Field(default=90, ge=1)
+    # MQTT ingestion bridge (broker/mqtt.py, docs/mqtt.md), off until MQTT_URL is set: mqtt://user:pw@host:1883
+    # (mqtts:// for TLS). Keep the client id stable (default: society5-bridge-<hostname>): Mosquitto keeps
+    # the bridge's session, and what arrives while it restarts, under that id. MQTT_TENANTS ({"011002": ""}
+    # as JSON) lists the tenants MQTT may write to, each with the entity-id prefix it is limited to
+    # ("" = any id); empty: every existing tenant.
+    mqtt_url: str = ""
+    mqtt_client_id: str = ""
+    mqtt_topic_prefix: str = "society5"
+    mqtt_shared_group: str = ""
+    mqtt_tenants: dict[str, str] = Field(default_factory=dict)
+    mqtt_receive_max: int = Field(default=2000, ge=1, le=65535)
+    mqtt_batch_max: int = Field(default=1000, ge=1)
+    mqtt_session_expiry_s: int = Field(default=3600, ge=0)
+    mqtt_dead_letter_payload_max: int = Field(default=4096, ge=64)
 
     @field_validator("database_url")
     @classmethod

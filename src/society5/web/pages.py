@@ -500,3 +500,66 @@ def logout(request: Request) -> Response:
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
     return response
+
+
+# -- admin: the MQTT bridge ----------------------------------------------------------------------------------
+
+# The texts of this one admin page (the shell's words stay in i18n.MESSAGES).
+MQTT_TEXTS: dict[str, dict[str, str]] = {
+    "ja": {
+        "title": "MQTT 取り込み", "bridge": "ブリッジの状態", "dead_letters": "取り込めなかったメッセージ",
+        "lead": "センサーが MQTT で送ったデータをデータ連携基盤に書き込むブリッジの状態と、"
+                "検証に失敗して保存できなかったメッセージ（デッドレター）です。",
+        "not_configured": "MQTT ブローカーが設定されていません（SOCIETY5_MQTT_URL）。",
+        "not_running": "このサーバープロセスではブリッジは動いていません（society5 mqtt で別に動かせます）。",
+        "connected": "接続中", "disconnected": "未接続（再接続を試みています）",
+        "counts": "受信 {received} 件 ・ 保存した値 {values} 件 ・ デッドレター {dead} 件（起動以降）",
+        "dead_help": "トピック・内容・理由を確認し、送信側の機器や設定を直してください。"
+                     "デッドレターは確認応答済みで、再送されません。",
+        "shown": "{total} 件中 {start}–{end} 件を表示（新しい順）", "none": "デッドレターはありません。",
+        "col_time": "受信日時 (JST)", "col_tenant": "テナント", "col_topic": "トピック", "col_error": "理由",
+        "col_payload": "内容", "pages": "ページ",
+        "need_admin": "このページは管理者だけが見られます。管理者としてログインしてください。",
+    },
+    "en": {
+        "title": "MQTT ingestion", "bridge": "Bridge", "dead_letters": "Messages that could not be stored",
+        "lead": "The state of the bridge that writes what sensors publish over MQTT into the platform, and "
+                "the messages that failed validation and were not stored (dead letters).",
+        "not_configured": "No MQTT broker is configured (SOCIETY5_MQTT_URL).",
+        "not_running": "The bridge does not run in this server process (run it with society5 mqtt).",
+        "connected": "connected", "disconnected": "not connected (reconnecting)",
+        "counts": "received {received} · values stored {values} · dead letters {dead} (since start)",
+        "dead_help": "Check the topic, payload and reason, then fix the sending device or its settings. "
+                     "Dead letters are acknowledged and never delivered again.",
+        "shown": "{start}–{end} of {total} (newest first)", "none": "There are no dead letters.",
+        "col_time": "Received (JST)", "col_tenant": "Tenant", "col_topic": "Topic", "col_error": "Reason",
+        "col_payload": "Payload", "pages": "Pages",
+        "need_admin": "Only administrators may see this page. Log in as an administrator.",
+    },
+}
+MQTT_PAGE_SIZE = 50
+
+
+@router.get("/admin/mqtt", response_class=HTMLResponse)
+def admin_mqtt(request: Request) -> Response:
+    from society5.broker.mqtt_api import dead_letter_page
+
+    shell = _shell(request, "admin")
+    texts = MQTT_TEXTS[shell["lang"]]
+    principal = shell["principal"]
+    if not principal.is_admin:
+        return _error_page(request, shell, texts["need_admin"], 401 if principal.anonymous else 403)
+    raw_page = request.query_params.get("page") or "1"
+    page = min(int(raw_page), 10**6) if raw_page.isdigit() and int(raw_page) > 0 else 1
+    offset = (page - 1) * MQTT_PAGE_SIZE
+    data = dead_letter_page(platform_of(request), None, MQTT_PAGE_SIZE, offset)
+    rows = [{"time": _jst(r["receivedAt"]), "tenant": r["tenant"], "topic": r["topic"], "error": r["error"],
+             "payload": r["payload"][:500]} for r in data["deadLetters"]]
+    total = data["total"]
+    context = {
+        **shell, "m": texts, "bridge": data["bridge"], "rows": rows, "total": total,
+        "start": offset + 1, "end": offset + len(rows),
+        "prev": _url(request, page=page - 1, lang=None) if page > 1 else None,
+        "next": _url(request, page=page + 1, lang=None) if offset + len(rows) < total else None,
+    }
+    return _render(request, "admin_mqtt.html", context)
