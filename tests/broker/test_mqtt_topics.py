@@ -115,5 +115,5 @@ def test_the_parser_raises_nothing_but_its_own_error(levels: list[str], payload:
 def test_a_type_that_is_not_a_string_is_a_message_error() -> None:
     for body in ({"a": {"type": ["Property"], "value": 1}},
                  {"a": {"value": 1, "s": {"type": {}, "value": 2}}}):
-        with pytest.raises(MqttMessageError, match="'type' must be a string"):
+        with pytest.raises(MqttMessageError, match="is not an NGSI-LD attribute type"):
             parse(f"society5/default/WaterTank/{EID}/attrs", body)

@@ -156,13 +156,7 @@ def _add(msg: ParsedMessage, parser: EntityParser, ctx: ActiveContext, name: str
     check_attr_name(name)
     if raw is None:
         raise BadRequest(f"attribute {name!r} has no value (deleting attributes is not done over MQTT)")
-    try:
-        instances = parser.attribute(name, raw)
-    except TypeError as err:
-        # EntityParser looks a non-string "type" up in a dict (a list there is unhashable); the HTTP API
-        # answers such a body with a 500 today. Here it is just a message that cannot be stored.
-        raise BadRequest(
-            f"attribute {name!r} is not valid NGSI-LD: a 'type' must be a string ({err})") from None
+    instances = parser.attribute(name, raw)
     msg.attrs[ctx.expand(name)] = (raw, name, instances)
 
 
