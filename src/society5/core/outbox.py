@@ -35,6 +35,7 @@ from society5.core.tables import outbox as outbox_table
 log = logging.getLogger(__name__)
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
+PREFETCH = 4  # messages claimed per worker: queued in this process while the workers are busy
 
 
 class Defer(Exception):
@@ -94,6 +95,7 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._inflight = 0
+        self._done: list[tuple[Message, str, dict[str, Any], str | None]] = []
         self._lock = threading.Lock()
         self._pg = self.engine.dialect.name == "postgresql"
         # A commit that enqueued something wakes the dispatcher at once instead of at its next poll.
@@ -156,6 +158,7 @@ class Outbox:
             .returning(t.c.id, t.c.kind, t.c.tenant, t.c.key, t.c.payload, t.c.attempts, t.c.created_at)
         )
         with self.engine.begin() as conn:
+            self._bookkeeping(conn)
             rows = conn.execute(stmt).all()
         messages = [Message(r.id, r.kind, r.tenant, r.key, r.payload, r.attempts, r.created_at) for r in rows]
         messages.sort(key=lambda m: m.id)
@@ -163,44 +166,74 @@ class Outbox:
 
     def deliver(self, message: Message) -> str:
         """Run the handler for one claimed message and record the outcome; returns the new status."""
+        outcome = self._attempt(message)
+        self._record([outcome])
+        return outcome[1]
+
+    def _attempt(self, message: Message) -> tuple[Message, str, dict[str, Any], str | None]:
+        """Run the handler; the message's new status, the columns to write and the error, if any."""
         handler = self.handlers.get(message.kind)
+        now = time.time()
+        # Every outcome writes the same columns, so that many can be recorded with one executemany.
+        values: dict[str, Any] = {"attempts": message.attempts, "next_at": now, "done_at": None,
+                                  "last_error": None}
         error: str | None = None
-        values: dict[str, Any]
         if handler is None:
             error = f"no handler registered for kind {message.kind!r}"
-            values = {"status": PENDING, "next_at": time.time() + self.policy.max_s, "last_error": error}
             status = PENDING
-        else:
-            try:
-                handler(message)
-            except Defer as defer:
-                status, values = PENDING, {"next_at": time.time() + defer.seconds}
-            except GiveUp as err:
-                error = str(err) or type(err).__name__
-                status, values = DEAD, {"attempts": message.attempts + 1, "last_error": error,
-                                        "done_at": time.time()}
-            except Exception as err:  # any receiver failure is retried; the message is never dropped
-                error = f"{type(err).__name__}: {err}"[:2000]
-                attempts = message.attempts + 1
-                if attempts >= self.policy.max_attempts:
-                    status, values = DEAD, {"done_at": time.time()}
-                else:
-                    status, values = PENDING, {"next_at": time.time() + self.policy.delay(attempts)}
-                values.update(attempts=attempts, last_error=error)
+            values.update(next_at=now + self.policy.max_s, last_error=error)
+            return message, status, values, error
+        try:
+            handler(message)
+        except Defer as defer:
+            status = PENDING
+            values["next_at"] = time.time() + defer.seconds
+        except GiveUp as err:
+            error = str(err) or type(err).__name__
+            status = DEAD
+            values.update(attempts=message.attempts + 1, last_error=error, done_at=time.time())
+        except Exception as err:  # any receiver failure is retried; the message is never dropped
+            error = f"{type(err).__name__}: {err}"[:2000]
+            attempts = message.attempts + 1
+            values.update(attempts=attempts, last_error=error)
+            if attempts >= self.policy.max_attempts:
+                status = DEAD
+                values["done_at"] = time.time()
             else:
-                status, values = DONE, {"done_at": time.time(), "last_error": None}
-        values.update(status=status, claimed_by=None, claimed_until=None)
+                status = PENDING
+                values["next_at"] = time.time() + self.policy.delay(attempts)
+        else:
+            status = DONE
+            values["done_at"] = time.time()
+        return message, status, values, error
+
+    def _record(self, outcomes: list[tuple[Message, str, dict[str, Any], str | None]]) -> None:
         t = outbox_table
+        # Only the lease holder records an outcome: an expired lease may belong to another process now.
+        stmt = (sa.update(t)
+                .where(t.c.id == sa.bindparam("oid"), t.c.claimed_by == self.owner)
+                .values(status=sa.bindparam("new_status"), attempts=sa.bindparam("new_attempts"),
+                        next_at=sa.bindparam("new_next_at"), done_at=sa.bindparam("new_done_at"),
+                        last_error=sa.bindparam("new_last_error"), claimed_by=None, claimed_until=None))
+        rows = [{"oid": m.id, "new_status": status, "new_attempts": v["attempts"],
+                 "new_next_at": v["next_at"], "new_done_at": v["done_at"], "new_last_error": v["last_error"]}
+                for m, status, v, _err in outcomes]
         with self.engine.begin() as conn:
-            # Only the lease holder records the outcome: an expired lease may belong to another process now.
-            mine = sa.and_(t.c.id == message.id, t.c.claimed_by == self.owner)
-            conn.execute(sa.update(t).where(mine).values(**values))
-        for observer in self.observers:
-            try:
-                observer(message, status, error)
-            except Exception:
-                log.exception("outbox observer failed")
-        return status
+            self._bookkeeping(conn)
+            conn.execute(stmt, rows)
+        for message, status, _values, error in outcomes:
+            for observer in self.observers:
+                try:
+                    observer(message, status, error)
+                except Exception:
+                    log.exception("outbox observer failed")
+
+    def _bookkeeping(self, conn: Connection) -> None:
+        # Claims and outcomes need not wait for PostgreSQL's WAL flush: one lost in a crash only means the
+        # message is delivered again once its lease runs out (at-least-once), and not waiting for two
+        # flushes per message is what lets delivery keep up with a stream of changes.
+        if self._pg:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
     def deliver_due(self, limit: int = 100) -> int:
         """Deliver what is due now, in this thread (tests, CLI tools); returns how many were handled."""
@@ -230,14 +263,18 @@ class Outbox:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=False)
             self._pool = None
+        self._record_done()
 
     def _loop(self) -> None:
         last_cleanup = 0.0
         while not self._stop.is_set():
             self._wake.clear()
+            self._record_done()
             try:
                 with self._lock:
-                    free = self.workers - self._inflight
+                    # Claim ahead of the workers: one claim per freed worker made the claims themselves (a
+                    # database round trip each) the limit on PostgreSQL at a few hundred messages per second.
+                    free = self.workers * PREFETCH - self._inflight
                 batch = self.claim(free) if free else []
             except Exception:
                 log.exception("outbox claim failed; retrying")
@@ -255,13 +292,26 @@ class Outbox:
 
     def _run(self, message: Message) -> None:
         try:
-            self.deliver(message)
-        except Exception:  # the database went away mid-delivery; the lease makes the row come back
+            outcome = self._attempt(message)
+            with self._lock:
+                self._done.append(outcome)
+        except Exception:
             log.exception("outbox delivery of %s failed", message.id)
         finally:
             with self._lock:
                 self._inflight -= 1
             self._wake.set()
+
+    def _record_done(self) -> None:
+        """Record the outcomes the workers finished, in one transaction (one per message would make the
+        bookkeeping, not the receivers, the limit of a busy PostgreSQL)."""
+        with self._lock:
+            done, self._done = self._done, []
+        if done:
+            try:
+                self._record(done)
+            except Exception:  # the database went away; the leases make these messages come back
+                log.exception("recording %d outbox outcomes failed", len(done))
 
     def _cleanup(self) -> None:
         t = outbox_table
