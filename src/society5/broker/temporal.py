@@ -77,6 +77,7 @@ TEMPORAL_MEMBER = {
 _SYS_KEYS = ("createdAt", "modifiedAt")
 _ORDER_MAX = 10_000  # orderBy sorts the selected entities in Python: at most this many
 _BUFFER = "society5.temporal.buffer"  # Connection.info key of the rows waiting for the commit
+_REPLACING = "s5.temporal.replacing"  # instances from the temporal API / MQTT: replace same-time ones
 _BUFFER_MAX = 2000  # entity changes buffered before an early write (bounds the memory of huge batches)
 
 # Instances the temporal API hands to the listener instead of the diff, keyed by (tenant, entity id).
@@ -304,28 +305,36 @@ class TemporalStore:
         now = (new or {}).get("modifiedAt") or now_iso()
         pending = _PENDING.get()
         if pending is not None and key in pending:
-            self._flush(conn)
+            self._flush_plain(conn)  # what came before is written first, so these replace it if need be
             items = pending.pop(key) + scope_changes(old, new, now)
-            self._write(conn, [(tenant, eid, items, now)], replace_same_time=True)
+            # Written at commit with the other entities of the batch: one DELETE + INSERT for all of them.
+            conn.info.setdefault(_REPLACING, []).append((tenant, eid, items, now))
             return
         items = diff_instances(old, new, now) + scope_changes(old, new, now)
         if items:
             buffer = conn.info.setdefault(_BUFFER, [])
             buffer.append((tenant, eid, items, now))
             if len(buffer) >= _BUFFER_MAX:
-                self._flush(conn)
+                self._flush_plain(conn)
 
     def _on_commit(self, conn: Connection) -> None:
         self._flush(conn)
         conn.info.pop(_NEW_SIDS, None)  # committing: the series made in this transaction are now durable
 
     def _flush(self, conn: Connection) -> None:
+        replacing = conn.info.pop(_REPLACING, None)
+        if replacing:
+            self._write(conn, replacing, replace_same_time=True)
+        self._flush_plain(conn)
+
+    def _flush_plain(self, conn: Connection) -> None:
         buffer = conn.info.pop(_BUFFER, None)
         if buffer:
             self._write(conn, buffer, replace_same_time=False)
 
     def _discard(self, conn: Connection) -> None:
         conn.info.pop(_BUFFER, None)
+        conn.info.pop(_REPLACING, None)
         for key in conn.info.pop(_NEW_SIDS, ()):  # series made by a transaction that rolled back are gone
             self._sids.pop(key, None)
 
@@ -342,14 +351,7 @@ class TemporalStore:
                         for p in items)
         if replace_same_time:
             # Re-sending an observation (same series, same observedAt) replaces it: updates are idempotent.
-            by_sid: dict[int, set[float]] = {}
-            for r in rows:
-                if r["observed_at"] is not None:
-                    by_sid.setdefault(r["sid"], set()).add(r["ts"])
-            for sid, times in by_sid.items():
-                conn.execute(instances.delete().where(
-                    instances.c.sid == sid, instances.c.deleted.is_(False),
-                    instances.c.observed_at.is_not(None), instances.c.ts.in_(sorted(times))))
+            self._delete_same_time(conn, rows)
         # Straight to the driver: SQLAlchemy's per-row parameter processing would cost more than the insert.
         params = [
             (r["sid"], r["instance_id"], r["deleted"], r["ts"], r["observed_at"], r["created_at"],
@@ -361,6 +363,25 @@ class TemporalStore:
             driver.executemany(self._insert_sql, params)
         else:
             conn.exec_driver_sql(self._insert_sql, params)
+
+    def _delete_same_time(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        live = (instances.c.deleted.is_(False), instances.c.observed_at.is_not(None))
+        if not self.sqlite:
+            # One statement per 500 instances: a DELETE per series cost a round trip each (a batch of MQTT
+            # messages from 200 devices spent most of its time there). PostgreSQL turns the row-value list
+            # into index lookups; SQLite would scan the table, so there each series keeps its own statement.
+            keys = sorted({(r["sid"], r["ts"]) for r in rows if r["observed_at"] is not None})
+            for start in range(0, len(keys), 500):
+                pairs = sa.tuple_(instances.c.sid, instances.c.ts).in_(keys[start : start + 500])
+                conn.execute(instances.delete().where(pairs, *live))
+            return
+        by_sid: dict[int, set[float]] = {}
+        for r in rows:
+            if r["observed_at"] is not None:
+                by_sid.setdefault(r["sid"], set()).add(r["ts"])
+        for sid, times in by_sid.items():
+            same = (instances.c.sid == sid, instances.c.ts.in_(sorted(times)))
+            conn.execute(instances.delete().where(*same, *live))
 
     def _series_ids(self, conn: Connection,
                     keys: set[tuple[str, str, str, str]]) -> dict[tuple[str, ...], int]:
