@@ -915,6 +915,13 @@ def diff_instances(old: dict[str, Any] | None, new: dict[str, Any] | None, now: 
     old_attrs = (old or {}).get("attrs", {})
     new_attrs = (new or {}).get("attrs", {})
     for iri in dict.fromkeys([*old_attrs, *new_attrs]):
+        olds, news = old_attrs.get(iri), new_attrs.get(iri)
+        if olds and news and len(olds) == 1 and len(news) == 1 \
+                and olds[0].get("datasetId") == news[0].get("datasetId"):
+            # one instance before and after (nearly every attribute): no per-datasetId maps needed
+            if not _same_content(olds[0], news[0]):
+                out.append(PendingInstance(iri, news[0]))
+            continue
         before = {i.get("datasetId"): i for i in old_attrs.get(iri, ())}
         after = {i.get("datasetId"): i for i in new_attrs.get(iri, ())}
         for ds, inst in after.items():
