@@ -314,7 +314,6 @@ def measure_temporal(base: str, ids: list[str], sizes: Sizes, result: Result) ->
 
 def measure_mqtt(url: str, sizes: Sizes, result: Result) -> None:
     from society5.cli.bench_mqtt import measure_mqtt_ingest
-
     from society5.core.settings import Settings
 
     figures = measure_mqtt_ingest(Settings(database_url=url, auth="off"), seconds=sizes.mqtt_seconds)

@@ -279,8 +279,7 @@ class TemporalStore:
         # Series ids never change once made, so they are remembered: a sensor update then costs one insert.
         # Only a purge removes series; it clears this cache (other processes re-read after their next miss).
         self._sids: dict[tuple[str, str, str, str], int] = {}
-        columns = ("sid", "instance_id", "deleted", "ts", "observed_at", "created_at", "modified_at",
-                   "created_ts", "modified_ts", "value_num", "instance")
+        columns = ROW_COLUMNS
         marks = ["?"] * len(columns) if self.sqlite else ["%s"] * (len(columns) - 1) + ["%s::jsonb"]
         self._insert_sql = (f"INSERT INTO {instances.name} ({', '.join(columns)}) "
                             f"VALUES ({', '.join(marks)})")
@@ -344,41 +343,37 @@ class TemporalStore:
         if not keys:
             return
         sids = self._series_ids(conn, keys)
-        rows: list[dict[str, Any]] = []
+        # Straight to the driver as tuples: SQLAlchemy's per-row parameter processing (or a dict per row)
+        # would cost more than the insert itself.
+        params: list[tuple[Any, ...]] = []
         for t, e, items, now in batch:
             now_ts = _epoch(now)
-            rows.extend(_row(sids[(t, e, p.attr, p.inst.get("datasetId") or "")], p.inst, now, now_ts)
-                        for p in items)
+            params.extend(_row_params(sids[(t, e, p.attr, p.inst.get("datasetId") or "")], p.inst, now,
+                                      now_ts) for p in items)
         if replace_same_time:
             # Re-sending an observation (same series, same observedAt) replaces it: updates are idempotent.
-            self._delete_same_time(conn, rows)
-        # Straight to the driver: SQLAlchemy's per-row parameter processing would cost more than the insert.
-        params = [
-            (r["sid"], r["instance_id"], r["deleted"], r["ts"], r["observed_at"], r["created_at"],
-             r["modified_at"], r["created_ts"], r["modified_ts"], r["value_num"],
-             orjson.dumps(r["instance"]).decode())
-            for r in rows]
+            self._delete_same_time(conn, params)
         if self.sqlite:  # inside SQLAlchemy's transaction, on the same connection (as the entity store does)
             driver: Any = conn.connection.driver_connection
             driver.executemany(self._insert_sql, params)
         else:
             conn.exec_driver_sql(self._insert_sql, params)
 
-    def _delete_same_time(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def _delete_same_time(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         live = (instances.c.deleted.is_(False), instances.c.observed_at.is_not(None))
         if not self.sqlite:
             # One statement per 500 instances: a DELETE per series cost a round trip each (a batch of MQTT
             # messages from 200 devices spent most of its time there). PostgreSQL turns the row-value list
             # into index lookups; SQLite would scan the table, so there each series keeps its own statement.
-            keys = sorted({(r["sid"], r["ts"]) for r in rows if r["observed_at"] is not None})
+            keys = sorted({(r[0], r[3]) for r in rows if r[4] is not None})  # (sid, ts) of observations
             for start in range(0, len(keys), 500):
                 pairs = sa.tuple_(instances.c.sid, instances.c.ts).in_(keys[start : start + 500])
                 conn.execute(instances.delete().where(pairs, *live))
             return
         by_sid: dict[int, set[float]] = {}
         for r in rows:
-            if r["observed_at"] is not None:
-                by_sid.setdefault(r["sid"], set()).add(r["ts"])
+            if r[4] is not None:  # observed_at
+                by_sid.setdefault(r[0], set()).add(r[3])
         for sid, times in by_sid.items():
             same = (instances.c.sid == sid, instances.c.ts.in_(sorted(times)))
             conn.execute(instances.delete().where(*same, *live))
@@ -1107,25 +1102,31 @@ class _Stats:
         return None
 
 
+ROW_COLUMNS = ("sid", "instance_id", "deleted", "ts", "observed_at", "created_at", "modified_at",
+               "created_ts", "modified_ts", "value_num", "instance")
+
+
 def _row(sid: int, inst: dict[str, Any], now: str, now_ts: float) -> dict[str, Any]:
+    """One history row as column values (the instance as a dict, for SQLAlchemy)."""
+    values = dict(zip(ROW_COLUMNS, _row_values(sid, inst, now, now_ts), strict=True))
+    return values
+
+
+def _row_params(sid: int, inst: dict[str, Any], now: str, now_ts: float) -> tuple[Any, ...]:
+    """One history row as the insert's parameters (ROW_COLUMNS order, the instance as JSON text)."""
+    *head, stored = _row_values(sid, inst, now, now_ts)
+    return (*head, orjson.dumps(stored).decode())
+
+
+def _row_values(sid: int, inst: dict[str, Any], now: str, now_ts: float) -> tuple[Any, ...]:
     deleted = "deletedAt" in inst
     observed = None if deleted else inst.get("observedAt")
     created = inst.get("createdAt") or now
-    stored = {k: v for k, v in inst.items() if k not in _SYS_KEYS}
-    return {
-        "sid": sid,
-        "instance_id": INSTANCE_PREFIX + _uuid4(),
-        "deleted": deleted,
-        "ts": _epoch(observed) if observed else now_ts,
-        "observed_at": observed,
-        "created_at": created,
-        "modified_at": now,
-        "created_ts": now_ts if created == now else _epoch(created),
-        "modified_ts": now_ts,
-        "value_num": _num(inst.get("value")) if not deleted and inst.get("type", "Property") == "Property"
-        else None,
-        "instance": stored,
-    }
+    stored = {k: v for k, v in inst.items() if k != "createdAt" and k != "modifiedAt"}
+    numeric = not deleted and inst.get("type", "Property") == "Property"
+    return (sid, INSTANCE_PREFIX + _uuid4(), deleted, _epoch(observed) if observed else now_ts, observed,
+            created, now, now_ts if created == now else _epoch(created), now_ts,
+            _num(inst.get("value")) if numeric else None, stored)
 
 
 def _uuid4() -> str:
