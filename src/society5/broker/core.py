@@ -107,7 +107,7 @@ class Broker:
     ) -> dict[str, Any]:
         check_uri(entity_id, "entity id")
         name = self.tenant_for_read(tenant)
-        with self.db.connect() as conn:
+        with self.db.connect(simple=True) as conn:
             doc = self.store.get(conn, name, entity_id)
         if doc is None or not _visible(doc, name, principal):
             raise NotFound(f"entity {entity_id} does not exist")

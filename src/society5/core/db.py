@@ -117,6 +117,10 @@ class ThreadConnections:
         self.engine = engine
         self.enabled = engine.dialect.name == "sqlite"
         self._local = threading.local()
+        # Simple reads on PostgreSQL may run in autocommit: under READ COMMITTED every statement has its own
+        # snapshot anyway, and it saves the BEGIN and ROLLBACK round trips of a pooled transaction. (Not for
+        # streamed results: server-side cursors need a transaction.)
+        self._autocommit = engine if self.enabled else engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def shared(self) -> Iterator[Connection]:
@@ -152,14 +156,15 @@ class ThreadConnections:
             yield conn
 
     @contextmanager
-    def connect(self) -> Iterator[Connection]:
+    def connect(self, simple: bool = False) -> Iterator[Connection]:
+        """A connection for reading; ``simple``: only plain statements (no streamed results) will run."""
         joined = getattr(self._local, "shared", None)
         if joined is not None:
             yield joined
             return
         conn = self._mine() if self.enabled else None
         if conn is None:
-            with self.engine.connect() as pooled:
+            with (self._autocommit if simple else self.engine).connect() as pooled:
                 yield pooled
             return
         try:
