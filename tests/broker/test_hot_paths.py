@@ -74,36 +74,61 @@ def test_only_the_hot_operations_take_the_fast_path(method: str, path: str, hot:
     assert (HotPaths(app=None)._match({"method": method, "path": path}) is not None) == hot  # type: ignore[arg-type]
 
 
-def test_concurrent_attribute_writes_share_commits(sqlite_platform: Platform) -> None:
-    """Group commit: 30 simultaneous PATCHes take far fewer commits; one bad request spoils nothing."""
-    app = create_app(sqlite_platform.settings, services=[broker_service], platform=sqlite_platform)
-    commits: list[int] = []
-    sa.event.listen(sqlite_platform.engine, "commit", lambda conn: commits.append(1))
-
+def _patch_all(app: Any, bodies: dict[int, Any]) -> list[int]:
     async def run() -> list[int]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://s5") as client:
-            ents = [{"id": f"urn:ngsi-ld:Tank:{i}", "type": "Tank", "level": {"type": "Property", "value": 0}}
-                    for i in range(30)]
-            r = await client.post("/ngsi-ld/v1/entityOperations/create", json=ents, headers=H)
-            assert r.status_code == 201
-            commits.clear()
-
             async def patch(i: int) -> int:
-                body: Any = {"level": {"type": "Property", "value": i + 1}}
-                if i == 7:
-                    body = {"level": {"type": "Property"}}  # no value: this one request is refused
-                resp = await client.patch(f"{E}/urn:ngsi-ld:Tank:{i}/attrs", json=body, headers=H)
+                resp = await client.patch(f"{E}/urn:ngsi-ld:Tank:{i}/attrs", json=bodies[i], headers=H)
                 return resp.status_code
 
-            return await asyncio.gather(*(patch(i) for i in range(30)))
+            return await asyncio.gather(*(patch(i) for i in sorted(bodies)))
 
-    statuses = asyncio.run(run())
-    assert statuses == [400 if i == 7 else 204 for i in range(30)]
+    return asyncio.run(run())
+
+
+def _tanks(platform: Platform, n: int) -> Any:
+    app = create_app(platform.settings, services=[broker_service], platform=platform)
+    broker = platform.parts["broker"]
+    broker.batch_create(None, [{"id": f"urn:ngsi-ld:Tank:{i}", "type": "Tank",
+                                "level": {"type": "Property", "value": 0}} for i in range(n)])
+    return app, broker
+
+
+def _level(i: int) -> dict[str, Any]:
+    return {"level": {"type": "Property", "value": i + 1}}
+
+
+def test_concurrent_attribute_writes_share_commits(sqlite_platform: Platform) -> None:
+    """Group commit: 30 simultaneous PATCHes take far fewer commits than requests."""
+    app, broker = _tanks(sqlite_platform, 30)
+    commits: list[int] = []
+    sa.event.listen(sqlite_platform.engine, "commit", lambda conn: commits.append(1))
+    assert _patch_all(app, {i: _level(i) for i in range(30)}) == [204] * 30
     assert len(commits) < 10, f"{len(commits)} commits for 30 concurrent writes: nothing was grouped"
-    broker = sqlite_platform.parts["broker"]
-    levels = {i: broker.get(None, f"urn:ngsi-ld:Tank:{i}")["level"]["value"] for i in range(30)}
-    assert levels == {i: 0 if i == 7 else i + 1 for i in range(30)}
-    temporal_rows = sqlite_platform.engine.connect().execute(
-        sa.text("SELECT count(*) FROM broker_temporal_instances")).scalar()
-    assert temporal_rows == 30 + 29  # the creates, then every accepted update: history kept per request
+    assert {i: broker.get(None, f"urn:ngsi-ld:Tank:{i}")["level"]["value"] for i in range(30)} == \
+        {i: i + 1 for i in range(30)}
+    with sqlite_platform.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM broker_temporal_instances")).scalar()
+    assert rows == 30 + 30  # the creates, then every update: history kept per request
+
+
+def test_a_failing_request_spoils_nothing_of_its_group(sqlite_platform: Platform) -> None:
+    """A refused request and one whose listener fails after writing: only those two go unwritten."""
+    app, broker = _tanks(sqlite_platform, 20)
+
+    def fail_on_tank_9(conn: Any, tenant: str, old: Any, new: Any) -> None:
+        if new and new["id"] == "urn:ngsi-ld:Tank:9" and new["attrs"]:
+            raise RuntimeError("a listener failed after the entity was written")
+
+    broker.listeners.append(fail_on_tank_9)
+    bodies = {i: _level(i) for i in range(20)}
+    bodies[7] = {"level": {"type": "Property"}}  # no value: refused before any write
+    statuses = _patch_all(app, bodies)
+    assert statuses == [400 if i == 7 else 500 if i == 9 else 204 for i in range(20)]
+    broker.listeners.remove(fail_on_tank_9)
+    levels = {i: broker.get(None, f"urn:ngsi-ld:Tank:{i}")["level"]["value"] for i in range(20)}
+    assert levels == {i: 0 if i in (7, 9) else i + 1 for i in range(20)}
+    with sqlite_platform.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM broker_temporal_instances")).scalar()
+    assert rows == 20 + 18  # no history for the two requests that failed

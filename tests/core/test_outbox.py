@@ -99,6 +99,7 @@ def test_defer_does_not_count_and_give_up_is_final(platform: Platform) -> None:
 
 def test_an_expired_lease_is_claimed_again(platform: Platform) -> None:
     crashed = Outbox(platform.engine, lease_s=0.2)
+    crashed.register("t", lambda m: None)
     with platform.engine.begin() as conn:
         crashed.enqueue(conn, "t", {"n": 1})
     assert [m.payload for m in crashed.claim(10)] == [{"n": 1}]  # then the process "dies"
@@ -156,10 +157,52 @@ def test_the_dispatcher_wakes_on_commit(platform: Platform) -> None:
 
 def test_unknown_kind_waits_for_its_handler(platform: Platform) -> None:
     box = _fast(platform)
+    box.register("other", lambda m: None)
     with platform.engine.begin() as conn:
         box.enqueue(conn, "not-yet", {})
-    box.deliver_due()
-    assert _status(platform) == [(PENDING, 0)]
+    assert box.deliver_due() == 0  # not claimed, so not pushed back either
+    with platform.engine.connect() as conn:
+        row = conn.execute(sa.select(outbox_table.c.next_at, outbox_table.c.claimed_by)).one()
+    assert row.claimed_by is None and row.next_at <= time.time()
+    got: list[object] = []
+    box.register("not-yet", lambda m: got.append(m.payload))
+    assert box.deliver_due() == 1 and got == [{}]
+
+
+def test_a_slow_queue_is_never_delivered_twice_by_its_own_process(platform: Platform) -> None:
+    """Messages wait for the one worker longer than their lease: renewed, never claimed again."""
+    box = Outbox(platform.engine, workers=1, lease_s=0.6, poll_s=0.05)
+    seen: list[int] = []
+    box.register("t", lambda m: (seen.append(m.payload["n"]), time.sleep(0.3)))
+    with platform.engine.begin() as conn:
+        box.enqueue_many(conn, [("t", {"n": i}, "", "", 0.0) for i in range(5)])
+    box.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _status(platform) != [(DONE, 0)] * 5:
+            time.sleep(0.05)
+    finally:
+        box.stop()
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+    assert _status(platform) == [(DONE, 0)] * 5
+
+
+def test_stop_gives_back_the_messages_not_started(platform: Platform) -> None:
+    box = Outbox(platform.engine, workers=1, poll_s=0.05)
+    started = threading.Event()
+    box.register("t", lambda m: (started.set(), time.sleep(0.3)))
+    with platform.engine.begin() as conn:
+        box.enqueue_many(conn, [("t", {"n": i}, "", "", 0.0) for i in range(4)])
+    box.start()
+    assert started.wait(5)
+    box.stop()
+    with platform.engine.connect() as conn:
+        rows = conn.execute(sa.select(outbox_table.c.status, outbox_table.c.claimed_by)).all()
+    assert sorted(r.status for r in rows).count(DONE) >= 1
+    assert all(r.claimed_by is None for r in rows)  # another process may take the rest at once
+    other = _fast(platform)
+    other.register("t", lambda m: None)
+    assert other.deliver_due() == sum(1 for r in rows if r.status == PENDING)
 
 
 def test_register_twice_is_refused(platform: Platform) -> None:

@@ -1,8 +1,10 @@
-"""Per-thread connection reuse on SQLite: no leaked transactions, nested use isolated, shared transactions."""
+"""Kept SQLite connections: only on the event-loop thread, never left in a transaction, writers serialised."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -24,20 +26,22 @@ def _count(platform: Platform) -> int:
         return int(conn.execute(sa.text("SELECT count(*) FROM t_conn")).scalar() or 0)
 
 
-def test_reuse_only_on_sqlite_never_in_a_transaction(platform: Platform, db: ThreadConnections) -> None:
-    with db.begin() as first:
-        first.execute(sa.text("INSERT INTO t_conn VALUES (1)"))
-        with db.begin() as nested:  # a listener writing while the outer transaction is open
-            assert nested is not first
-    with db.begin() as again:
-        reused = again is first
-        assert again.in_transaction()
-    assert reused == (platform.engine.dialect.name == "sqlite")
-    with db.connect() as conn:
-        conn.execute(sa.text("SELECT 1"))
+def test_kept_only_on_the_event_loop_thread_of_sqlite(platform: Platform, db: ThreadConnections) -> None:
+    async def twice() -> bool:
+        with db.begin() as first:
+            first.execute(sa.text("INSERT INTO t_conn VALUES (1)"))
+            with db.connect() as reader:  # a read from inside the transaction gets another connection
+                assert reader is not first
+        with db.begin() as again:
+            return again is first
+
+    assert asyncio.run(twice()) == (platform.engine.dialect.name == "sqlite")
+    with db.begin() as a:  # a thread without an event loop (the web thread pool, workers) uses the pool
+        pass
+    with db.begin() as b:
+        pass
+    assert a is not b
     assert _count(platform) == 1
-    if db.enabled:
-        assert not first.in_transaction()  # nothing left open between uses (WAL checkpoints go on)
 
 
 def test_a_failed_transaction_rolls_back(platform: Platform, db: ThreadConnections) -> None:
@@ -45,6 +49,47 @@ def test_a_failed_transaction_rolls_back(platform: Platform, db: ThreadConnectio
         conn.execute(sa.text("INSERT INTO t_conn VALUES (1)"))
         raise RuntimeError("validation failed")
     assert _count(platform) == 0
+
+
+def test_a_failed_commit_leaves_no_open_transaction(platform: Platform, db: ThreadConnections) -> None:
+    def refuse(conn: object) -> None:
+        raise OSError("disk full")
+
+    async def run() -> None:
+        sa.event.listen(platform.engine, "commit", refuse)
+        try:
+            with pytest.raises(OSError), db.begin() as conn:
+                conn.execute(sa.text("INSERT INTO t_conn VALUES (1)"))
+        finally:
+            sa.event.remove(platform.engine, "commit", refuse)
+        with db.begin() as conn:  # the next write on this thread must not commit the failed one
+            conn.execute(sa.text("INSERT INTO t_conn VALUES (2)"))
+
+    asyncio.run(run())
+    with platform.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT n FROM t_conn")).scalars().all() == [2]
+
+
+def test_writers_take_the_lock_before_they_read(sqlite_platform: Platform) -> None:
+    """BEGIN IMMEDIATE: a second writer waits for the first, so a read-modify-write is never lost."""
+    db = ThreadConnections(sqlite_platform.engine)
+    with db.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE counter (n INTEGER)"))
+        conn.execute(sa.text("INSERT INTO counter VALUES (0)"))
+
+    def increment(pause: float) -> None:
+        with db.begin() as conn:
+            n = conn.execute(sa.text("SELECT n FROM counter")).scalar_one()
+            time.sleep(pause)  # the other writer tries to read meanwhile
+            conn.execute(sa.text("UPDATE counter SET n = :n"), {"n": n + 1})
+
+    threads = [threading.Thread(target=increment, args=(0.2,)) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    with sqlite_platform.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT n FROM counter")).scalar_one() == 3
 
 
 def test_shared_transaction_is_joined_and_commits_once(platform: Platform, db: ThreadConnections) -> None:

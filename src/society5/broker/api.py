@@ -129,7 +129,7 @@ class _db:
 
 # Single-entity attribute writes (what sensors send all day) share one SQLite transaction when they arrive
 # together: one commit then makes several requests durable, and each is answered only after that commit.
-# These operations validate everything before they write, so one request's error leaves the others intact.
+# If any of them fails, the shared transaction is rolled back and each runs again on its own.
 GROUP_COMMITTED = frozenset({"update_attrs", "patch_attr", "append_attrs"})
 
 
@@ -148,26 +148,31 @@ class _Coalescer:
 
     def _run(self) -> None:
         batch, self.pending = self.pending, []
-        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        results: list[Any] = []
         try:
             with self.broker.db.shared():
-                for work, future in batch:
-                    try:
-                        outcomes.append((future, True, work()))
-                    except Exception as err:  # this request's own error: the others go on
-                        outcomes.append((future, False, err))
-        except Exception as err:  # the commit failed: nothing of the batch is durable
-            for _work, future in batch:
-                if not future.done():
-                    future.set_exception(err)
+                for work, _future in batch:
+                    results.append(work())  # an error ends the shared transaction: rolled back
+        except Exception:
+            # One request failed (or the commit did): nothing of the batch was kept. Each request now runs in
+            # a transaction of its own, so a failing one gets its error and the others are not affected.
+            for work, future in batch:
+                self._settle(future, work)
             return
-        for future, ok, value in outcomes:
-            if future.done():
-                continue
-            if ok:
+        for (_work, future), value in zip(batch, results, strict=True):
+            if not future.done():
                 future.set_result(value)
-            else:
-                future.set_exception(value)
+
+    @staticmethod
+    def _settle(future: asyncio.Future[Any], work: Callable[[], Any]) -> None:
+        try:
+            value = work()
+        except Exception as err:
+            if not future.done():
+                future.set_exception(err)
+        else:
+            if not future.done():
+                future.set_result(value)
 
 
 _coalescers: weakref.WeakKeyDictionary[Broker, _Coalescer] = weakref.WeakKeyDictionary()

@@ -84,7 +84,7 @@ class Broker:
             listener(conn, tenant, old, new)
 
     def _load(self, conn: Connection, tenant: str, entity_id: str, principal: Principal) -> dict[str, Any]:
-        doc = self.store.get(conn, tenant, entity_id)
+        doc = self.store.get(conn, tenant, entity_id, for_update=True)
         if doc is None:
             raise NotFound(f"entity {entity_id} does not exist")
         return doc
@@ -346,7 +346,7 @@ class Broker:
         result = BatchResult()
         parsed = self._prepare_batch(payloads, ctx, now, True, result, principal, name, contexts)
         with self.db.begin() as conn:
-            existing = self.store.get_many(conn, name, [d["id"] for d, _ in parsed])
+            existing = self.store.get_many(conn, name, [d["id"] for d, _ in parsed], for_update=True)
             fresh: list[dict[str, Any]] = []
             seen: set[str] = set()
             for doc, _ in parsed:
@@ -377,7 +377,8 @@ class Broker:
         result = BatchResult()
         parsed = self._prepare_batch(payloads, ctx, now, True, result, principal, name, contexts)
         with self.db.begin() as conn:
-            existing = self.store.get_many(conn, name, list(dict.fromkeys(d["id"] for d, _ in parsed)))
+            ids = list(dict.fromkeys(d["id"] for d, _ in parsed))
+            existing = self.store.get_many(conn, name, ids, for_update=True)
             created: dict[str, dict[str, Any]] = {}
             updated: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
             for doc, _ in parsed:
@@ -430,7 +431,7 @@ class Broker:
             raise BadRequest("a batch operation takes a JSON array of entities")
         with self.db.begin() as conn:
             ids = [p["id"] for p in payloads if isinstance(p, dict) and isinstance(p.get("id"), str)]
-            existing = self.store.get_many(conn, name, ids)
+            existing = self.store.get_many(conn, name, ids, for_update=True)
             pairs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
             for i, payload in enumerate(payloads):
                 ent_ctx = contexts[i] if contexts is not None else ctx
@@ -485,7 +486,7 @@ class Broker:
                 continue
             valid.append(eid)
         with self.db.begin() as conn:
-            existing = self.store.get_many(conn, name, valid)
+            existing = self.store.get_many(conn, name, valid, for_update=True)
             gone = [e for e in dict.fromkeys(valid) if e in existing]
             seen: set[str] = set()
             for eid in valid:

@@ -75,15 +75,23 @@ class EntityStore:
     def _driver(conn: Connection) -> Any:
         return conn.connection.driver_connection
 
-    def get(self, conn: Connection, tenant: str, entity_id: str) -> dict[str, Any] | None:
+    # ``for_update``: the caller will write what it read. SQLite writers already hold the database's write
+    # lock (BEGIN IMMEDIATE); on PostgreSQL the rows are locked (in id order, so two batches cannot deadlock),
+    # so a concurrent writer waits instead of overwriting a change it never saw.
+    def get(self, conn: Connection, tenant: str, entity_id: str,
+            for_update: bool = False) -> dict[str, Any] | None:
         if self.sqlite:
             hit = self._driver(conn).execute(_SQL_GET, (tenant, entity_id)).fetchone()
             return orjson.loads(hit[0]) if hit else None
-        row = conn.execute(_GET_DOC, {"b_tenant": tenant, "b_id": entity_id}).first()
+        stmt = _GET_DOC_FOR_UPDATE if for_update else _GET_DOC
+        row = conn.execute(stmt, {"b_tenant": tenant, "b_id": entity_id}).first()
         return row[0] if row else None
 
-    def get_many(self, conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def get_many(self, conn: Connection, tenant: str, ids: Sequence[str],
+                 for_update: bool = False) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
+        if for_update and not self.sqlite:
+            ids = sorted(set(ids))
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
             if self.sqlite:
@@ -91,12 +99,12 @@ class EntityStore:
                 hits = self._driver(conn).execute(sql, (tenant, *chunk)).fetchall()
                 found.update({eid: orjson.loads(doc) for eid, doc in hits})
                 continue
-            rows = conn.execute(
-                sa.select(entities.c.id, entities.c.doc).where(
-                    entities.c.tenant == tenant, entities.c.id.in_(chunk)
-                )
+            select = sa.select(entities.c.id, entities.c.doc).where(
+                entities.c.tenant == tenant, entities.c.id.in_(chunk)
             )
-            found.update({r[0]: r[1] for r in rows})
+            if for_update:
+                select = select.order_by(entities.c.id).with_for_update()
+            found.update({r[0]: r[1] for r in conn.execute(select)})
         return found
 
     # -- writes --------------------------------------------------------------------------------------------
@@ -464,6 +472,7 @@ _UPDATE_DOC = (
 _GET_DOC = sa.select(entities.c.doc).where(
     entities.c.tenant == sa.bindparam("b_tenant"), entities.c.id == sa.bindparam("b_id")
 )
+_GET_DOC_FOR_UPDATE = _GET_DOC.with_for_update()
 
 
 def _doc_sort_key(path: list[str], doc: dict[str, Any]) -> tuple[int, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -105,12 +106,17 @@ def script_heads() -> list[str]:
 
 
 class ThreadConnections:
-    """``begin()``/``connect()`` like an Engine's, reusing one connection per thread on SQLite.
+    """``begin()``/``connect()`` like an Engine's, reusing one connection per event-loop thread on SQLite.
 
     On SQLite a pool checkout and check-in (with its reset) cost more than a single-row read or update; a
-    connection kept per thread avoids both. It holds no transaction between uses, so it never blocks WAL
-    checkpoints or other writers. PostgreSQL keeps the pool: its connections are a shared, limited resource.
-    A nested use on the same thread (a listener writing from inside a transaction) gets a pooled connection.
+    connection kept by the thread that runs the event loop (where the async routes call the broker inline)
+    avoids both. Other threads (the web thread pool, workers, jobs) use the pool, so the kept connections
+    stay few. A kept connection holds no transaction between uses, so it never blocks WAL checkpoints or
+    other writers. PostgreSQL keeps the pool: its connections are a shared, limited resource. A nested use on
+    the same thread (a listener writing from inside a transaction) gets a pooled connection.
+
+    On SQLite ``begin()`` starts with ``BEGIN IMMEDIATE``: the write lock is taken before the entity is read,
+    so two writers (an HTTP request and the MQTT bridge) cannot both read the old state and lose an update.
     """
 
     def __init__(self, engine: Engine):
@@ -134,6 +140,10 @@ class ThreadConnections:
                 self._local.shared = None
 
     def _mine(self) -> Connection | None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None  # not the event loop's thread: use the pool
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
             conn = self._local.conn = self.engine.connect()
@@ -150,10 +160,34 @@ class ThreadConnections:
         conn = self._mine() if self.enabled else None
         if conn is None:
             with self.engine.begin() as pooled:
+                self._lock_for_write(pooled)
                 yield pooled
             return
-        with conn.begin():
-            yield conn
+        try:
+            with conn.begin():
+                self._lock_for_write(conn)
+                yield conn
+        except BaseException:
+            self._reset(conn)
+            raise
+
+    def _lock_for_write(self, conn: Connection) -> None:
+        if self.enabled:
+            driver: Any = conn.connection.driver_connection
+            if not driver.in_transaction:
+                driver.execute("BEGIN IMMEDIATE")
+
+    def _reset(self, conn: Connection) -> None:
+        """After a failure (also of the COMMIT itself): leave no transaction open on the kept connection.
+        SQLAlchemy counts on the pool's check-in to roll back, and a kept connection is never checked in."""
+        try:
+            driver: Any = conn.connection.driver_connection
+            if driver is not None and driver.in_transaction:
+                driver.rollback()
+        except Exception:
+            log.warning("resetting a kept SQLite connection failed; it is discarded", exc_info=True)
+            self._local.conn = None
+            conn.invalidate()
 
     @contextmanager
     def connect(self, simple: bool = False) -> Iterator[Connection]:

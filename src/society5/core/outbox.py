@@ -96,6 +96,8 @@ class Outbox:
         self._pool: ThreadPoolExecutor | None = None
         self._inflight = 0
         self._done: list[tuple[Message, str, dict[str, Any], str | None]] = []
+        self._held: set[int] = set()  # claimed by the dispatcher, outcome not yet recorded
+        self._renewed = 0.0
         self._lock = threading.Lock()
         self._pg = self.engine.dialect.name == "postgresql"
         # A commit that enqueued something wakes the dispatcher at once instead of at its next poll.
@@ -109,6 +111,7 @@ class Outbox:
         if kind in self.handlers:
             raise ValueError(f"an outbox handler for {kind!r} is already registered")
         self.handlers[kind] = handler
+        self._wake.set()  # messages of this kind may be waiting
 
     def enqueue(self, conn: Connection, kind: str, payload: Any, *, tenant: str = "", key: str = "",
                 delay_s: float = 0.0) -> None:
@@ -139,16 +142,20 @@ class Outbox:
     # -- delivering ------------------------------------------------------------------------------------------
 
     def claim(self, limit: int) -> list[Message]:
-        """Lease up to ``limit`` due messages to this process (oldest first)."""
+        """Lease up to ``limit`` due messages to this process (oldest first), of the kinds it can handle and
+        not already held by it (a lease of its own that ran out while the message waited for a worker)."""
+        kinds = sorted(self.handlers)
+        if not kinds or limit <= 0:
+            return []
         now = time.time()
         t = outbox_table
-        due = (
-            sa.select(t.c.id)
-            .where(t.c.status == PENDING, t.c.next_at <= now,
-                   sa.or_(t.c.claimed_until.is_(None), t.c.claimed_until < now))
-            .order_by(t.c.next_at, t.c.id)
-            .limit(limit)
-        )
+        with self._lock:
+            held = sorted(self._held)
+        conds = [t.c.status == PENDING, t.c.next_at <= now, t.c.kind.in_(kinds),
+                 sa.or_(t.c.claimed_until.is_(None), t.c.claimed_until < now)]
+        if held:
+            conds.append(t.c.id.not_in(held))
+        due = sa.select(t.c.id).where(*conds).order_by(t.c.next_at, t.c.id).limit(limit)
         if self._pg:
             due = due.with_for_update(skip_locked=True)
         stmt = (
@@ -255,15 +262,34 @@ class Outbox:
         return self
 
     def stop(self) -> None:
+        """Finish the deliveries under way, give back the leases of those not started, record outcomes."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+            if self._thread.is_alive():
+                log.warning("the outbox dispatcher did not stop within 10 s")
+                return
             self._thread = None
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=False)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._record_done()
+        self._release_unstarted()
+
+    def _release_unstarted(self) -> None:
+        with self._lock:
+            held, self._held = sorted(self._held), set()
+            self._inflight = 0
+        if not held:
+            return
+        t = outbox_table
+        try:
+            with self.engine.begin() as conn:
+                mine = sa.and_(t.c.id.in_(held), t.c.claimed_by == self.owner, t.c.status == PENDING)
+                conn.execute(sa.update(t).where(mine).values(claimed_by=None, claimed_until=None))
+        except Exception:  # their leases simply run out
+            log.exception("releasing outbox leases failed")
 
     def _loop(self) -> None:
         last_cleanup = 0.0
@@ -283,7 +309,9 @@ class Outbox:
                 assert self._pool is not None
                 with self._lock:
                     self._inflight += 1
+                    self._held.add(message.id)
                 self._pool.submit(self._run, message)
+            self._renew_leases()
             if time.time() - last_cleanup > 600:
                 last_cleanup = time.time()
                 self._cleanup()
@@ -307,11 +335,36 @@ class Outbox:
         bookkeeping, not the receivers, the limit of a busy PostgreSQL)."""
         with self._lock:
             done, self._done = self._done, []
-        if done:
-            try:
-                self._record(done)
-            except Exception:  # the database went away; the leases make these messages come back
-                log.exception("recording %d outbox outcomes failed", len(done))
+        if not done:
+            return
+        try:
+            self._record(done)
+        except Exception:  # the database is away: keep them and try again (their leases are renewed)
+            log.exception("recording %d outbox outcomes failed; retrying", len(done))
+            with self._lock:
+                self._done[:0] = done
+            return
+        with self._lock:
+            self._held.difference_update(m.id for m, *_rest in done)
+
+    def _renew_leases(self) -> None:
+        """Keep the leases of held messages alive (a message may wait behind slow receivers for long)."""
+        now = time.time()
+        if now - self._renewed < self.lease_s / 3:
+            return
+        self._renewed = now
+        with self._lock:
+            held = sorted(self._held)
+        if not held:
+            return
+        t = outbox_table
+        try:
+            with self.engine.begin() as conn:
+                self._bookkeeping(conn)
+                mine = sa.and_(t.c.id.in_(held), t.c.claimed_by == self.owner)
+                conn.execute(sa.update(t).where(mine).values(claimed_until=now + self.lease_s))
+        except Exception:
+            log.exception("renewing outbox leases failed")
 
     def _cleanup(self) -> None:
         t = outbox_table
