@@ -692,3 +692,12 @@ def test_unknown_query_parameters_are_invalid_requests(client: Any) -> None:
     assert r.status_code == 400 and r.json()["type"].endswith("InvalidRequest")
     assert client.get(f"{T}/urn:ngsi-ld:Vehicle:1?type=Bus", headers=G).status_code == 404
     assert client.get(f"{T}/urn:ngsi-ld:Vehicle:1?type=Vehicle", headers=G).status_code == 200
+
+
+def test_two_same_time_instances_in_one_write_keep_the_last(client: Any, platform: Any) -> None:
+    body = {"id": "urn:ngsi-ld:Vehicle:same", "type": "Vehicle", "speed": [
+        {"type": "Property", "value": 3, "observedAt": "2024-01-02T00:00:00Z"},
+        {"type": "Property", "value": 4, "observedAt": "2024-01-02T00:00:00Z"}]}
+    assert client.post(T, json=body, headers=H).status_code == 201
+    r = client.get(f"{T}/urn:ngsi-ld:Vehicle:same", headers=G, params={"options": "temporalValues"})
+    assert r.json()["speed"]["values"] == [[4, "2024-01-02T00:00:00Z"]]

@@ -351,7 +351,16 @@ class TemporalStore:
             params.extend(_row_params(sids[(t, e, p.attr, p.inst.get("datasetId") or "")], p.inst, now,
                                       now_ts) for p in items)
         if replace_same_time:
-            # Re-sending an observation (same series, same observedAt) replaces it: updates are idempotent.
+            # Re-sending an observation (same series, same observedAt) replaces it: updates are idempotent,
+            # also within one batch (the last of two same-time instances wins).
+            latest: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+            timeless: list[tuple[Any, ...]] = []
+            for row in params:
+                if row[4] is None:  # no observedAt
+                    timeless.append(row)
+                else:
+                    latest[(row[0], row[3])] = row
+            params = timeless + list(latest.values())
             self._delete_same_time(conn, params)
         if self.sqlite:  # inside SQLAlchemy's transaction, on the same connection (as the entity store does)
             driver: Any = conn.connection.driver_connection
