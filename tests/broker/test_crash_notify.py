@@ -124,7 +124,8 @@ def test_kill9_loses_no_acknowledged_write_and_no_notification(db_url: str, plat
         # together are one change of the entity (history keeps each; the notification carries the newest),
         # so for MQTT the newest acknowledged value must be notified, and nothing that was never written.
         due = {(HTTP_TANK, i) for i in acked_http} | {(MQTT_TANK, max(acked_mqtt))}
-        deadline = time.monotonic() + 60
+        # messages the killed process had claimed come back when their 60 s lease runs out
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not due <= receiver.seen:
             time.sleep(0.2)
         missing = sorted(due - receiver.seen)

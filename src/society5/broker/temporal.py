@@ -318,7 +318,7 @@ class TemporalStore:
 
     def _on_commit(self, conn: Connection) -> None:
         self._flush(conn)
-        conn.info.pop(_NEW_SIDS, None)  # committing: the series made in this transaction are now durable
+        conn.info.pop(_NEW_SIDS, None)  # the transaction ends (Connection.info outlives it)
 
     def _flush(self, conn: Connection) -> None:
         replacing = conn.info.pop(_REPLACING, None)
@@ -334,8 +334,7 @@ class TemporalStore:
     def _discard(self, conn: Connection) -> None:
         conn.info.pop(_BUFFER, None)
         conn.info.pop(_REPLACING, None)
-        for key in conn.info.pop(_NEW_SIDS, ()):  # series made by a transaction that rolled back are gone
-            self._sids.pop(key, None)
+        conn.info.pop(_NEW_SIDS, None)  # never cached (see _series_ids), so nothing to forget
 
     def _write(self, conn: Connection, batch: Sequence[tuple[str, str, Sequence[PendingInstance], str]],
                replace_same_time: bool) -> None:
@@ -420,8 +419,11 @@ class TemporalStore:
                 made.append((r.tenant, r.entity_id, r.attr, r.dataset_id))
         if len(cached) > 500_000:
             cached.clear()
+        # Series made by this transaction are remembered only once a later transaction finds them: the commit
+        # event runs before the COMMIT, so nothing here can know that they became durable.
+        made_here = set(conn.info.get(_NEW_SIDS, ()))
         for key in keys:
-            if key in found:
+            if key in found and key not in made_here:
                 cached[key] = found[key]
         return found
 
