@@ -44,20 +44,20 @@ def enforce(engine: Engine, typed: dict[str, float], default_days: float | None,
     now = time.time() if now is None else now
     deleted = 0
     for iri, days in typed.items():
-        has_type = sa.exists().where(
-            entity_types.c.tenant == series.c.tenant, entity_types.c.entity_id == series.c.entity_id,
-            entity_types.c.type == iri)
+        has_type = _of_type(entity_types.c.type == iri)
         deleted += _delete_older(engine, sa.select(series.c.sid).where(has_type), now - days * DAY_S)
     if default_days is not None:
-        cond: Any = sa.true()
-        if typed:
-            cond = ~sa.exists().where(
-                entity_types.c.tenant == series.c.tenant, entity_types.c.entity_id == series.c.entity_id,
-                entity_types.c.type.in_(sorted(typed)))
+        cond: Any = ~_of_type(entity_types.c.type.in_(sorted(typed))) if typed else sa.true()
         deleted += _delete_older(engine, sa.select(series.c.sid).where(cond), now - default_days * DAY_S)
     if deleted:
         log.info("retention removed %d history instances", deleted)
     return deleted
+
+
+def _of_type(type_cond: Any) -> Any:
+    """The series' entity currently has a type matching ``type_cond``."""
+    return sa.exists().where(entity_types.c.tenant == series.c.tenant,
+                             entity_types.c.entity_id == series.c.entity_id, type_cond)
 
 
 def _delete_older(engine: Engine, sids: Any, cutoff: float) -> int:

@@ -1119,8 +1119,7 @@ ROW_COLUMNS = ("sid", "instance_id", "deleted", "ts", "observed_at", "created_at
 
 def _row(sid: int, inst: dict[str, Any], now: str, now_ts: float) -> dict[str, Any]:
     """One history row as column values (the instance as a dict, for SQLAlchemy)."""
-    values = dict(zip(ROW_COLUMNS, _row_values(sid, inst, now, now_ts), strict=True))
-    return values
+    return dict(zip(ROW_COLUMNS, _row_values(sid, inst, now, now_ts), strict=True))
 
 
 def _row_params(sid: int, inst: dict[str, Any], now: str, now_ts: float) -> tuple[Any, ...]:

@@ -139,6 +139,11 @@ class ThreadConnections:
             finally:
                 self._local.shared = None
 
+    def _joined(self) -> Connection | None:
+        """The group transaction this thread is inside (``shared()``), if any."""
+        joined: Connection | None = getattr(self._local, "shared", None)
+        return joined
+
     def _mine(self) -> Connection | None:
         try:
             asyncio.get_running_loop()
@@ -153,7 +158,7 @@ class ThreadConnections:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        joined = getattr(self._local, "shared", None)
+        joined = self._joined()
         if joined is not None:
             yield joined
             return
@@ -192,7 +197,7 @@ class ThreadConnections:
     @contextmanager
     def connect(self, simple: bool = False) -> Iterator[Connection]:
         """A connection for reading; ``simple``: only plain statements (no streamed results) will run."""
-        joined = getattr(self._local, "shared", None)
+        joined = self._joined()
         if joined is not None:
             yield joined
             return
