@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     mqtt_batch_max: int = Field(default=1000, ge=1)
     mqtt_session_expiry_s: int = Field(default=3600, ge=0)
     mqtt_dead_letter_payload_max: int = Field(default=4096, ge=64)
+    # Open-data portal (society5.opendata): uploaded files live under OPENDATA_DIR; an upload larger than
+    # OPENDATA_MAX_UPLOAD_MB is refused while it streams in (nothing is kept). SITE_URL is the public base URL
+    # written into DCAT identifiers and resource URLs (default: the URL each request came in on).
+    opendata_dir: str = "./var/opendata"
+    opendata_max_upload_mb: int = Field(default=500, ge=1)
+    opendata_site_url: str = ""
+    opendata_site_title: str = "北海道オープンデータ"
+    opendata_publisher: str = "北海道"
 
     @field_validator("database_url")
     @classmethod

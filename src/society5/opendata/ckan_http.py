@@ -1,0 +1,5 @@
+"""Placeholder: replaced by its owner."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,17 @@
+"""The open-data portal as a service: the CKAN Action API, downloads, DCAT export and the portal pages."""
+
+from __future__ import annotations
+
+from society5.core.service import Service
+from society5.opendata import api
+
+service = Service(
+    name="opendata",
+    title="オープンデータ",
+    title_en="Open data",
+    description="データセットの公開・検索・ダウンロード（CKAN 互換 API、DCAT、標準データセット様式）。",
+    router=api.router,
+    mount="",  # CKAN clients expect /api/3/action/… at the site root
+    extra={"description_en": "Publish, search and download datasets (CKAN-compatible API, DCAT, Japanese "
+                             "standard dataset layouts)."},
+)
