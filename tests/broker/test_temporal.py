@@ -151,7 +151,7 @@ def test_history_commits_and_rolls_back_with_the_write(client: Any, platform: An
 
 
 def test_series_are_remembered_only_once_durable(client: Any, platform: Any) -> None:
-    """A series made by a transaction is cached by a later one only: a rollback (or a failed COMMIT) can
+    """A series made by a transaction is cached once its COMMIT succeeded: a rollback or a failed COMMIT can
     never leave the cache pointing at a series that does not exist."""
     store = platform.parts["temporal"]
     key = ("default", "urn:ngsi-ld:Tank:77", "https://uri.etsi.org/ngsi-ld/default-context/level", "")
@@ -162,18 +162,28 @@ def test_series_are_remembered_only_once_durable(client: Any, platform: Any) -> 
         in_cache = key in store._sids
         trans.rollback()
     assert not in_cache
+
+    def refuse(conn: object) -> None:
+        raise OSError("disk full")
+
     body = {"id": "urn:ngsi-ld:Tank:77", "type": "Tank", "level": {"type": "Property", "value": 5}}
+    sa.event.listen(platform.engine, "commit", refuse)
+    try:
+        with pytest.raises(OSError):
+            platform.parts["broker"].upsert(None, [body])
+    finally:
+        sa.event.remove(platform.engine, "commit", refuse)
+    assert key not in store._sids
     assert client.post("/ngsi-ld/v1/entities", json=body, headers=H).status_code == 201
-    assert history_rows(platform, "urn:ngsi-ld:Tank:77") == 1
-    patch = {"level": {"type": "Property", "value": 6}}
-    r = client.patch("/ngsi-ld/v1/entities/urn:ngsi-ld:Tank:77/attrs", json=patch, headers=H)
-    assert r.status_code == 204
-    assert history_rows(platform, "urn:ngsi-ld:Tank:77") == 2
     with platform.engine.connect() as check:
         sid = check.execute(
             sa.select(series.c.sid).where(series.c.entity_id == "urn:ngsi-ld:Tank:77")
         ).scalar_one()
-    assert store._sids[key] == sid
+    assert store._sids[key] == sid  # cached by the transaction that made it, once committed
+    patch = {"level": {"type": "Property", "value": 6}}
+    r = client.patch("/ngsi-ld/v1/entities/urn:ngsi-ld:Tank:77/attrs", json=patch, headers=H)
+    assert r.status_code == 204
+    assert history_rows(platform, "urn:ngsi-ld:Tank:77") == 2
 
 
 def test_scope_history(client: Any) -> None:

@@ -9,7 +9,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from society5.core.db import ThreadConnections
+from society5.core.db import ThreadConnections, after_commit
 from society5.core.platform import Platform
 
 
@@ -108,3 +108,20 @@ def test_shared_transaction_is_joined_and_commits_once(platform: Platform, db: T
         assert other == [0]
     assert len(commits) == 1
     assert _count(platform) == 5
+
+
+def test_after_commit_runs_only_once_committed(platform: Platform, db: ThreadConnections) -> None:
+    ran: list[str] = []
+    with db.begin() as conn:
+        conn.execute(sa.text("INSERT INTO t_conn VALUES (1)"))
+        after_commit(conn, lambda: ran.append("committed"))
+        assert ran == []  # not before the COMMIT
+    assert ran == ["committed"]
+    with pytest.raises(RuntimeError), db.begin() as conn:
+        after_commit(conn, lambda: ran.append("rolled back"))
+        raise RuntimeError("validation failed")
+    with platform.engine.begin() as conn:  # a transaction not ended through begin(): its callbacks never run
+        after_commit(conn, lambda: ran.append("engine.begin"))
+    with db.begin() as conn:
+        after_commit(conn, lambda: ran.append("next"))
+    assert ran == ["committed", "next"]

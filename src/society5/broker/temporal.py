@@ -53,6 +53,7 @@ from society5.broker.model import (
 from society5.broker.store import EntityQuery
 from society5.broker.temporal_tables import instances, series
 from society5.core.auth import SUPERUSER, Principal
+from society5.core.db import after_commit
 from society5.core.errors import BadRequest, NotFound
 from society5.core.timeutil import now_iso, parse_iso
 
@@ -334,7 +335,7 @@ class TemporalStore:
     def _discard(self, conn: Connection) -> None:
         conn.info.pop(_BUFFER, None)
         conn.info.pop(_REPLACING, None)
-        conn.info.pop(_NEW_SIDS, None)  # never cached (see _series_ids), so nothing to forget
+        conn.info.pop(_NEW_SIDS, None)
 
     def _write(self, conn: Connection, batch: Sequence[tuple[str, str, Sequence[PendingInstance], str]],
                replace_same_time: bool) -> None:
@@ -387,10 +388,10 @@ class TemporalStore:
             conn.execute(instances.delete().where(*same, *live))
 
     def _series_ids(self, conn: Connection,
-                    keys: set[tuple[str, str, str, str]]) -> dict[tuple[str, ...], int]:
+                    keys: set[tuple[str, str, str, str]]) -> dict[tuple[str, str, str, str], int]:
         """sid of each (tenant, entity, attr, datasetId), creating the series that are new."""
         c = series.c
-        found: dict[tuple[str, ...], int] = {}
+        found: dict[tuple[str, str, str, str], int] = {}
         cached = self._sids
         for key in keys:
             sid = cached.get(key)
@@ -410,25 +411,36 @@ class TemporalStore:
                 for sid, eid, attr, ds in conn.execute(_SERIES_LOOKUP, params):
                     found[(tenant, eid, attr, ds)] = sid
         missing = sorted(keys - set(found))
+        made = self._made_here(conn)
         if missing:
             rows = [{"tenant": t, "entity_id": e, "attr": a, "dataset_id": d} for t, e, a, d in missing]
             insert = series.insert().returning(c.sid, c.tenant, c.entity_id, c.attr, c.dataset_id)
-            made = conn.info.setdefault(_NEW_SIDS, [])
             for r in conn.execute(insert, rows):
-                found[(r.tenant, r.entity_id, r.attr, r.dataset_id)] = r.sid
-                made.append((r.tenant, r.entity_id, r.attr, r.dataset_id))
-        if len(cached) > 500_000:
-            cached.clear()
-        # Series made by this transaction are remembered only once a later transaction finds them: the commit
-        # event runs before the COMMIT, so nothing here can know that they became durable.
-        made_here = set(conn.info.get(_NEW_SIDS, ()))
-        for key in keys:
-            if key in found and key not in made_here:
-                cached[key] = found[key]
+                found[(r.tenant, r.entity_id, r.attr, r.dataset_id)] = made[
+                    (r.tenant, r.entity_id, r.attr, r.dataset_id)] = r.sid
+        self._remember({key: sid for key, sid in found.items() if key not in made})
         return found
+
+    def _made_here(self, conn: Connection) -> dict[tuple[str, str, str, str], int]:
+        """The series this transaction created: cached only once its COMMIT has succeeded (a cached id
+        whose row was never committed would send later history nowhere)."""
+        made: dict[tuple[str, str, str, str], int] | None = conn.info.get(_NEW_SIDS)
+        if made is None:
+            made = conn.info[_NEW_SIDS] = {}
+            after_commit(conn, lambda: self._remember(made))
+        return made
+
+    def _remember(self, sids: dict[tuple[str, str, str, str], int]) -> None:
+        if len(self._sids) + len(sids) > 500_000:
+            self._sids.clear()
+        self._sids.update(sids)
 
     def _purge(self, conn: Connection, tenant: str, eid: str) -> None:
         self._sids.clear()
+        made = conn.info.get(_NEW_SIDS)
+        if made:
+            for key in [k for k in made if k[0] == tenant and k[1] == eid]:
+                del made[key]
         sids = sa.select(series.c.sid).where(series.c.tenant == tenant, series.c.entity_id == eid)
         conn.execute(instances.delete().where(instances.c.sid.in_(sids)))
         conn.execute(series.delete().where(series.c.tenant == tenant, series.c.entity_id == eid))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,28 @@ def script_heads() -> list[str]:
     return sorted(ScriptDirectory.from_config(cfg).get_heads())
 
 
+_AFTER_COMMIT = "s5.after_commit"
+
+
+def after_commit(conn: Connection, callback: Callable[[], object]) -> None:
+    """Run ``callback`` once the transaction ``conn`` is in has durably committed through
+    ``ThreadConnections.begin()``; never if it fails or rolls back, or if it ends some other way. For caches
+    of rows the transaction creates: SQLAlchemy's commit event fires before the COMMIT, which may fail."""
+    conn.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def _drop_after_commit(conn: Connection) -> None:
+    conn.info.pop(_AFTER_COMMIT, None)
+
+
+def _run_after_commit(conn: Connection) -> None:
+    for callback in conn.info.pop(_AFTER_COMMIT, ()):
+        try:
+            callback()
+        except Exception:  # the data is committed; a failing cache update must not turn it into an error
+            log.exception("an after-commit callback failed")
+
+
 class ThreadConnections:
     """``begin()``/``connect()`` like an Engine's, reusing one connection per event-loop thread on SQLite.
 
@@ -127,6 +149,9 @@ class ThreadConnections:
         # snapshot anyway, and it saves the BEGIN and ROLLBACK round trips of a pooled transaction. (Not for
         # streamed results: server-side cursors need a transaction.)
         self._autocommit = engine if self.enabled else engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Callbacks of a transaction that did not end through begin() (engine.begin() used directly) must
+        # never run for a later one: each new transaction starts with none.
+        sa.event.listen(engine, "begin", _drop_after_commit)
 
     @contextmanager
     def shared(self) -> Iterator[Connection]:
@@ -164,9 +189,11 @@ class ThreadConnections:
             return
         conn = self._mine() if self.enabled else None
         if conn is None:
-            with self.engine.begin() as pooled:
-                self._lock_for_write(pooled)
-                yield pooled
+            with self.engine.connect() as pooled:
+                with pooled.begin():
+                    self._lock_for_write(pooled)
+                    yield pooled
+                _run_after_commit(pooled)  # before the connection goes back to the pool
             return
         try:
             with conn.begin():
@@ -175,6 +202,7 @@ class ThreadConnections:
         except BaseException:
             self._reset(conn)
             raise
+        _run_after_commit(conn)
 
     def _lock_for_write(self, conn: Connection) -> None:
         if self.enabled:
