@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from society5.core.service import Service
-from society5.opendata import api
+from society5.opendata import api, pages
 
 service = Service(
     name="opendata",
@@ -12,6 +12,7 @@ service = Service(
     description="データセットの公開・検索・ダウンロード（CKAN 互換 API、DCAT、標準データセット様式）。",
     router=api.router,
     mount="",  # CKAN clients expect /api/3/action/… at the site root
+    pages=pages.router,
     extra={"description_en": "Publish, search and download datasets (CKAN-compatible API, DCAT, Japanese "
                              "standard dataset layouts)."},
 )
