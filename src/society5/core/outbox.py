@@ -155,6 +155,8 @@ class Outbox:
                  sa.or_(t.c.claimed_until.is_(None), t.c.claimed_until < now)]
         if held:
             conds.append(t.c.id.not_in(held))
+        if not self._pg and not self._anything_due(conds):
+            return []
         due = sa.select(t.c.id).where(*conds).order_by(t.c.next_at, t.c.id).limit(limit)
         if self._pg:
             due = due.with_for_update(skip_locked=True)
@@ -170,6 +172,15 @@ class Outbox:
         messages = [Message(r.id, r.kind, r.tenant, r.key, r.payload, r.attempts, r.created_at) for r in rows]
         messages.sort(key=lambda m: m.id)
         return messages
+
+    def _anything_due(self, conds: list[Any]) -> bool:
+        """A read-only look before the claiming UPDATE: on SQLite that UPDATE takes the database's single
+        write lock even when nothing is due, so an idle dispatcher polling twice a second would make every
+        writer (a 1,000-entity batch, the MQTT bridge) queue behind it now and then."""
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(outbox_table.c.id).where(*conds).limit(1)).first()
+            conn.rollback()
+        return found is not None
 
     def deliver(self, message: Message) -> str:
         """Run the handler for one claimed message and record the outcome; returns the new status."""
