@@ -19,7 +19,8 @@ def test_municipality_list_is_complete() -> None:
 
 
 def test_load_demo_twice_and_tick(tmp_path: Path) -> None:
-    settings = make_settings(f"sqlite:///{tmp_path / 'demo.db'}", demo=True)
+    settings = make_settings(f"sqlite:///{tmp_path / 'demo.db'}", demo=True,
+                             opendata_dir=str(tmp_path / "opendata"))
     first = load_demo(settings)
     second = load_demo(settings)  # idempotent apart from issuing another key
     assert first["key"] != second["key"]

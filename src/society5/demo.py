@@ -211,6 +211,12 @@ def load_demo(settings: Settings, progress: bool = False) -> dict[str, str]:
         for code in SITES:
             broker.upsert(code, demo_entities(code, rng), mode="update")
             bar.advance(task)
+        # The open-data portal's organizations, categories, datasets and broker-fed publishers.
+        from society5.opendata.demo_content import load as load_opendata
+
+        opendata = bar.add_task("オープンデータ / open data", total=1)
+        load_opendata(plat)
+        bar.advance(opendata)
     plat.users.create(DEMO_USER, DEMO_PASSWORD, "admin", None, "デモ管理者")
     plat.users.create("sapporo", DEMO_PASSWORD, "operator", "011002", "札幌市 職員")
     key = plat.keys.create("admin", label="demo").key

@@ -68,3 +68,15 @@ def notify(
     Other options of bench/notify.py (--skip-mqtt) are passed through.
     """
     _run_script("notify.py", [*_common(database_url, quick), *ctx.args])
+
+
+@bench_app.command("opendata", context_settings=PASS_THROUGH)
+def opendata(
+    ctx: typer.Context,
+    database_url: str = typer.Option(None, "--database-url", help=DATABASE_HELP),
+    quick: bool = typer.Option(False, "--quick", help="tiny sizes: a smoke test, not a measurement"),
+) -> None:
+    """Benchmark datastore_search on 1,000,000 rows, package_search over 10,000 datasets and CSV ingest;
+    the last line holds the figures. / オープンデータのベンチマーク
+    """
+    _run_script("opendata.py", [*_common(database_url, quick), *ctx.args])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from society5.core.service import Service
-from society5.opendata import api, pages
+from society5.opendata import api, jobs, pages
 
 service = Service(
     name="opendata",
@@ -13,6 +13,9 @@ service = Service(
     router=api.router,
     mount="",  # CKAN clients expect /api/3/action/… at the site root
     pages=pages.router,
+    jobs=jobs.JOBS,
+    on_startup=jobs.on_startup,
+    background=jobs.background,
     extra={"description_en": "Publish, search and download datasets (CKAN-compatible API, DCAT, Japanese "
                              "standard dataset layouts)."},
 )
