@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ckanapi
@@ -13,6 +15,15 @@ from tests.conftest import make_settings
 from tests.server import Server
 
 CSV = "日時,地点,方向,人数,推計値フラグ\n2025-02-01T08:00,北1条,北行,412,0\n".encode()
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_ckanapi_end_to_end(tmp_path: Path) -> None:
@@ -55,5 +66,24 @@ def test_ckanapi_end_to_end(tmp_path: Path) -> None:
             other.action.package_patch(id="chikaho-counts", title="x")
         with pytest.raises(ckanapi.NotAuthorized):
             public.action.package_create(name="anonymous", owner_org="sapporo")
+        # the uploaded CSV reaches the datastore by itself (the server's outbox), and a table made with
+        # datastore_create answers filtered, sorted queries through the client
+        loaded = wait_for(lambda: public.action.resource_show(id=res["id"])["datastore_status"] == "active")
+        assert loaded
+        rows = public.action.datastore_search(resource_id=res["id"], filters={"地点": "北1条"})
+        assert rows["total"] == 1 and rows["records"][0]["人数"] == "412"  # no layout declared: text
+        table = officer.action.datastore_create(
+            resource={"package_id": pkg["id"], "name": "地点別集計"}, primary_key=["地点"],
+            fields=[{"id": "地点", "type": "text"}, {"id": "人数", "type": "int"}],
+            records=[{"地点": "北1条", "人数": 412}, {"地点": "北2条", "人数": 388},
+                     {"地点": "大通", "人数": 951}])
+        assert table["primary_key"] == ["地点"]
+        found_rows = public.action.datastore_search(resource_id=table["resource_id"], sort="人数 desc",
+                                                    limit=2)
+        assert [r["地点"] for r in found_rows["records"]] == ["大通", "北1条"] and found_rows["total"] == 3
+        with pytest.raises(ckanapi.ValidationError):
+            public.action.datastore_search(resource_id=table["resource_id"], sort="no_such_field asc")
+        dump = httpx.get(f"{server.url}/datastore/dump/{table['resource_id']}")
+        assert dump.status_code == 200 and dump.text.splitlines()[0] == "地点,人数"
     finally:
         server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,14 @@ from society5.opendata import files
 from society5.opendata.actions import Upload, ValidationError, call
 
 from .conftest import Ckan, Tokens
+
+
+def poll(check: Any, timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (got := check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return got
 
 CSV = "名称,住所,緯度,経度\n札幌市役所,札幌市中央区北1条西2丁目,43.0621,141.3544\n".encode()
 
@@ -28,11 +37,7 @@ def stored_files(platform: Platform) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def test_upload_and_download(ckan: Ckan, tokens: Tokens, orgs: Any, od_platform: Platform,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[str, str, Path]] = []
-    monkeypatch.setattr(files, "after_upload", lambda ctx, package, resource, path: seen.append(
-        (package["name"], resource["id"], path)))
+def test_upload_and_download(ckan: Ckan, tokens: Tokens, orgs: Any, od_platform: Platform) -> None:
     ckan.ok("package_create", tokens.sapporo, name="aed", owner_org="sapporo")
     response = upload(ckan, tokens.sapporo, CSV, package_id="aed", description="市内のAED")
     assert response.status_code == 200, response.text
@@ -40,9 +45,14 @@ def test_upload_and_download(ckan: Ckan, tokens: Tokens, orgs: Any, od_platform:
     assert res["url_type"] == "upload" and res["format"] == "CSV" and res["mimetype"] == "text/csv"
     assert res["size"] == len(CSV) and res["hash"] == "sha256:" + hashlib.sha256(CSV).hexdigest()
     assert res["name"] == "AED一覧.csv" and res["description"] == "市内のAED"
-    assert res["datastore_active"] is False
+    assert res["datastore_active"] is False and res["datastore_status"] == "pending"
+    assert res["validation_status"] == "success" and res["encoding"] == "utf-8"
     assert res["url"].startswith(f"http://testserver/dataset/{res['package_id']}/resource/{res['id']}/download/")
-    assert seen == [("aed", res["id"], files.resource_path(od_platform.settings, res["id"]))]
+    # the app's outbox loads the file into the datastore after the upload's commit
+    loaded = poll(lambda: (r := ckan.ok("resource_show", id=res["id"]))["datastore_status"] == "active" and r)
+    assert loaded["datastore_active"] is True and loaded["datastore_rows_loaded"] == 1
+    found = ckan.ok("datastore_search", resource_id=res["id"])
+    assert [r["名称"] for r in found["records"]] == ["札幌市役所"]
     download = ckan.client.get(res["url"].removeprefix("http://testserver"))
     assert download.status_code == 200 and download.content == CSV
     assert download.headers["content-type"].startswith("text/csv")
@@ -113,3 +123,63 @@ def test_in_process_upload_copies_the_file(ctx_of: Any, tmp_path: Path, od_platf
     with pytest.raises(ValidationError):
         call("resource_create", admin, {"package_id": "canal"})
     assert len(call("package_show", admin, {"id": "canal"})["resources"]) == 1
+
+
+BAD_AED = ("全国地方公共団体コード,ID,地方公共団体名,名称\n"
+           "011002,1,札幌市,\"札幌市役所\n").encode("cp932")  # an unclosed quote, in Shift_JIS
+
+
+def test_a_csv_that_cannot_be_read_is_not_published(ckan: Ckan, tokens: Tokens, orgs: Any,
+                                                     od_platform: Platform) -> None:
+    ckan.ok("package_create", tokens.sapporo, name="aed", owner_org="sapporo")
+    before = ckan.ok("package_show", id="aed")
+    response = upload(ckan, tokens.sapporo, BAD_AED, package_id="aed")
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["__type"] == "Validation Error" and "upload" in error
+    assert error["validation_report"]["encoding"] == "cp932" and not error["validation_report"]["ok"]
+    after = ckan.ok("package_show", id="aed")
+    assert after["resources"] == [] and after["metadata_modified"] == before["metadata_modified"]
+    assert stored_files(od_platform) == []  # nothing kept, not even in tmp
+
+
+def test_a_declared_layout_is_enforced_and_typed(ckan: Ckan, tokens: Tokens, orgs: Any, od_platform: Platform,
+                                                 tmp_path: Path) -> None:
+    from society5.opendata import layouts, samples
+
+    ckan.ok("package_create", tokens.sapporo, name="aed", owner_org="sapporo", conforms_to="aed")
+    wrong = upload(ckan, tokens.sapporo, CSV, package_id="aed")  # a CSV, but not the AED layout
+    assert wrong.status_code == 409
+    report = wrong.json()["error"]["validation_report"]
+    assert report["errors"] > 0 and report["layout"]["id"] == "aed"
+    good = tmp_path / "aed.csv"
+    samples.write_sample_csv(good, "aed", n=5, encoding="cp932")
+    response = upload(ckan, tokens.sapporo, good.read_bytes(), package_id="aed")
+    assert response.status_code == 200, response.text
+    res = response.json()["result"]
+    assert res["validation_layout"] == "aed" and res["encoding"] == "cp932"
+    poll(lambda: ckan.ok("resource_show", id=res["id"])["datastore_status"] == "active")
+    found = ckan.ok("datastore_search", resource_id=res["id"])
+    assert found["total"] == 5
+    types = {f["id"]: f["type"] for f in found["fields"]}
+    expected = {f["id"]: f["type"] for f in layouts.datastore_fields("aed")}
+    assert {k: types[k] for k in expected} == expected  # typed as the layout says, not all text
+
+
+def test_deleting_a_resource_drops_its_datastore_table(ckan: Ckan, tokens: Tokens, orgs: Any,
+                                                       od_platform: Platform) -> None:
+    import sqlalchemy as sa
+
+    from society5.opendata import datastore
+
+    ckan.ok("package_create", tokens.sapporo, name="aed", owner_org="sapporo")
+    res = upload(ckan, tokens.sapporo, CSV, package_id="aed").json()["result"]
+    poll(lambda: ckan.ok("resource_show", id=res["id"])["datastore_status"] == "active")
+    dump = ckan.client.get(f"/datastore/dump/{res['id']}?bom=true")
+    assert dump.status_code == 200 and dump.content.startswith("\ufeff名称,住所,緯度,経度".encode())
+    table = datastore.table_name(res["id"])
+    assert table in sa.inspect(od_platform.engine).get_table_names()
+    ckan.ok("resource_delete", tokens.sapporo, id=res["id"])
+    assert table not in sa.inspect(od_platform.engine).get_table_names()
+    assert ckan.post("datastore_search", None, resource_id=res["id"]).status_code == 404
+    assert ckan.client.get(f"/datastore/dump/{res['id']}").status_code == 404

@@ -77,13 +77,15 @@ class CkanError(Exception):
     type_name = "Error"
     status = 400
 
-    def __init__(self, message: str, fields: dict[str, list[str]] | None = None):
+    def __init__(self, message: str, fields: dict[str, list[str]] | None = None,
+                 extra: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
         self.fields = dict(fields or {})
+        self.extra = dict(extra or {})  # structured members beside CKAN's lists (e.g. a validation report)
 
     def error(self) -> dict[str, Any]:
-        return {"__type": self.type_name, "message": self.message, **self.fields}
+        return {"__type": self.type_name, "message": self.message, **self.fields, **self.extra}
 
 
 class ValidationError(CkanError):
@@ -92,11 +94,12 @@ class ValidationError(CkanError):
     type_name = "Validation Error"
     status = 409
 
-    def __init__(self, fields: dict[str, list[str]] | str, message: str = ""):
-        if isinstance(fields, str):
-            fields = {"message": [fields]}
+    def __init__(self, fields: dict[str, list[str]] | str, message: str = "",
+                 extra: dict[str, Any] | None = None):
+        if isinstance(fields, str):  # a message alone: CKAN's error then carries just that string
+            message, fields = message or fields, {}
         text = message or "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
-        super().__init__(text, fields)
+        super().__init__(text, fields, extra)
 
 
 class NotFoundError(CkanError):

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from society5 import __version__
-from society5.opendata import catalog, files, search
+from society5.opendata import catalog, datastore, files, ingest, search
 from society5.opendata import tables as t
 from society5.opendata.actions import (
     ACTIONS,
@@ -439,6 +439,8 @@ def dataset_purge(ctx: ActionContext, data: dict[str, Any]) -> None:
         if row is None:
             raise NotFoundError("Dataset not found (データセットが見つかりません)")
         catalog.purge_package(conn, row["seq"])
+        for res in row["doc"].get("resources", []):
+            datastore.forget_resource(conn, res["id"])
     for rid in _uploads_of(row["doc"]):
         files.remove(ctx.platform.settings, rid)
 
@@ -472,6 +474,11 @@ def _write_resource(ctx: ActionContext, data: dict[str, Any], row_of: Any, patch
     settings = ctx.platform.settings
     upload = ctx.uploads.get("upload")
     staged: files.StoredFile | None = None
+    checked: dict[str, Any] = {}
+    if upload is not None:  # checked before the write: a bad file leaves the catalog as it was
+        with catalog.db(ctx.platform).connect() as conn:
+            before, _ = row_of(conn)
+        checked = ingest.check_upload(ctx, before["doc"], upload, data)
     try:
         with catalog.db(ctx.platform).begin() as conn:
             row, index = row_of(conn)
@@ -487,7 +494,10 @@ def _write_resource(ctx: ActionContext, data: dict[str, Any], row_of: Any, patch
             if upload is not None:
                 staged = files.stage(settings, upload, res["id"])
                 res.update(size=staged.size, hash=f"sha256:{staged.sha256}", last_modified=catalog.now(),
-                           mimetype=given.get("mimetype") or staged.mimetype)
+                           mimetype=given.get("mimetype") or staged.mimetype, **checked)
+                if ingest.wants_load(res):
+                    res["datastore_status"] = "pending"
+                    ingest.enqueue_load(ctx, conn, res)
             if index is None:
                 resources.append(res)
             else:
@@ -501,12 +511,10 @@ def _write_resource(ctx: ActionContext, data: dict[str, Any], row_of: Any, patch
             files.discard(staged)
         raise
     if staged is not None:
-        path = files.publish(settings, staged, res["id"])
+        files.publish(settings, staged, res["id"])
     elif old is not None and old.get("url_type") == "upload" and res.get("url_type") != "upload":
         files.remove(settings, old["id"])
     shown = next(r for r in package["resources"] if r["id"] == res["id"])
-    if staged is not None:
-        files.after_upload(ctx, package, shown, path)
     return shown
 
 
@@ -543,6 +551,7 @@ def resource_delete(ctx: ActionContext, data: dict[str, Any]) -> None:
         doc.update(resources=resources, num_resources=len(resources), metadata_modified=catalog.now())
         org = catalog.find_group(conn, row["owner_org"], is_organization=True, active_only=False) or {}
         catalog.save_package(conn, doc, org, row["seq"])
+        datastore.forget_resource(conn, rid)
     files.remove(ctx.platform.settings, rid)
 
 

@@ -5,7 +5,7 @@ passes ``opendata_max_upload_mb``; the partial file is deleted), then moved besi
 ``<opendata_dir>/resources/<resource id>``: one name per resource, whatever the file was called, so odd
 file names never reach the file system. The name people see lives in the resource's ``url``.
 
-``after_upload`` is the seam where later work hooks in (layout validation, datastore loading).
+What an upload sets off (validation before publishing, the datastore load after) is ``ingest``'s.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from society5.core.settings import Settings
-from society5.opendata.actions import ActionContext, Upload, ValidationError
+from society5.opendata.actions import Upload, ValidationError
 
 CHUNK = 1024 * 1024
 MAX_FIELD_BYTES = 1024 * 1024  # a form field that is not a file (CKAN's metadata values are short)
@@ -136,16 +136,6 @@ def remove(settings: Settings, resource_id: str) -> None:
         resource_path(settings, resource_id).unlink(missing_ok=True)
     except ValueError:
         pass
-
-
-def after_upload(ctx: ActionContext, package: dict[str, Any], resource: dict[str, Any], path: Path) -> None:
-    """Runs once an uploaded file is stored and its resource committed (``resource_create``/``_update``).
-
-    The seam for what an upload sets off: validating a declared standard layout (``package["conforms_to"]``)
-    and loading tabular files into the datastore. It does nothing yet; whatever it does later should record
-    its outcome on the resource (``resource_patch``) rather than fail the upload that already succeeded.
-    """
-    return None
 
 
 # ---------------------------------------------------------------- multipart bodies, streamed

@@ -227,7 +227,8 @@ def _create_resource(ctx: ActionContext, package_id: str, upload: Upload, name: 
     ctx.uploads = {"upload": upload}
     try:
         created: dict[str, Any] = call("resource_create", ctx, {
-            "package_id": package_id, "name": name, "format": fmt, "description": description})
+            "package_id": package_id, "name": name, "format": fmt, "description": description,
+            "datastore_auto": False})  # its typed table is loaded here (_load_datastore), not as text
     finally:
         ctx.uploads = {}
     return created

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from society5.core.service import Service
-from society5.opendata import api, jobs, pages
+from society5.opendata import api, ingest, jobs, pages
+
+
+def _startup(platform: Any) -> None:
+    ingest.register(platform)  # uploaded CSVs are loaded into the datastore by outbox messages
+    jobs.on_startup(platform)
+
 
 service = Service(
     name="opendata",
@@ -14,7 +22,7 @@ service = Service(
     mount="",  # CKAN clients expect /api/3/action/… at the site root
     pages=pages.router,
     jobs=jobs.JOBS,
-    on_startup=jobs.on_startup,
+    on_startup=_startup,
     background=jobs.background,
     extra={"description_en": "Publish, search and download datasets (CKAN-compatible API, DCAT, Japanese "
                              "standard dataset layouts)."},
