@@ -353,3 +353,16 @@ def test_edit_form_updates_metadata_and_a_bad_file_changes_nothing(
     after = actions.call("package_show", ctx_of(ADMIN), {"id": "sapporo-aed"})
     assert after["title"] == "札幌市 AED設置箇所一覧（更新）" and after["frequency"] == "weekly"
     assert len(after["resources"]) == 1 and after["groups"] == []  # the unticked category is removed
+
+
+def test_descriptions_are_markdown_rendered_safely(ckan: Ckan, orgs: dict[str, Any],
+                                                   ctx_of: Callable[[Principal], ActionContext]) -> None:
+    notes = ("**架空** のデータです <script>alert(1)</script>\n\n"
+             "- [出典](https://example.com/a)\n- [x](javascript:alert(1))")
+    actions.call("package_create", ctx_of(ADMIN), {"name": "md", "title": "MD", "owner_org": "sapporo",
+                                                   "notes": notes})
+    page = ckan.client.get("/dataset/md").text
+    assert "<strong>架空</strong>" in page and '<a href="https://example.com/a">出典</a>' in page
+    assert "<script>alert(1)</script>" not in page and 'href="javascript:' not in page
+    card = ckan.client.get("/dataset?q=MD").text
+    assert "架空 のデータです" in text_of(card) and "**" not in text_of(card)

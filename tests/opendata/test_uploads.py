@@ -12,7 +12,7 @@ import pytest
 from society5.core.auth import SUPERUSER
 from society5.core.platform import Platform
 from society5.opendata import files
-from society5.opendata.actions import Upload, ValidationError, call
+from society5.opendata.actions import ActionContext, Upload, ValidationError, call
 
 from .conftest import Ckan, Tokens
 
@@ -183,3 +183,27 @@ def test_deleting_a_resource_drops_its_datastore_table(ckan: Ckan, tokens: Token
     assert table not in sa.inspect(od_platform.engine).get_table_names()
     assert ckan.post("datastore_search", None, resource_id=res["id"]).status_code == 404
     assert ckan.client.get(f"/datastore/dump/{res['id']}").status_code == 404
+
+
+def test_concurrent_writers_of_one_dataset_lose_nothing(ckan: Ckan, tokens: Tokens, orgs: Any,
+                                                        od_platform: Platform) -> None:
+    """A datastore load noting progress on a resource while an officer edits the dataset: each writer
+    writes the whole dataset back, so without row locks (PostgreSQL) one would erase the other's change."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ckan.ok("package_create", tokens.sapporo, name="aed", owner_org="sapporo")
+    res = ckan.ok("resource_create", tokens.sapporo, package_id="aed", url="https://example.com/a.csv")
+    ctx = ActionContext(od_platform, SUPERUSER)
+
+    def edit_notes(n: int) -> None:
+        call("package_patch", ctx, {"id": "aed", "notes": f"版 {n}"})
+
+    def note_progress(n: int) -> None:
+        call("resource_patch", ctx, {"id": res["id"], f"note_{n}": n})  # each write adds its own member
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(fn, n) for n in range(1, 16) for fn in (edit_notes, note_progress)]
+    for future in futures:
+        future.result()
+    shown = ckan.ok("package_show", id="aed")["resources"][0]
+    assert {k: v for k, v in shown.items() if k.startswith("note_")} == {f"note_{n}": n for n in range(1, 16)}

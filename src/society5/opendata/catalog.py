@@ -69,12 +69,16 @@ FREQUENCIES: dict[str, str] = {
 TERM_FIELDS = ("organization", "groups", "tags", "res_format", "license_id", "frequency", "conforms_to",
                "language")
 
-NAME_RE = re.compile(r"^[a-z0-9_-]+$")
-TAG_RE = re.compile(r"^[\w \-.・]+$")
+NAME_RE = re.compile(r"^[a-z0-9_-]+\Z")
+TAG_RE = re.compile(r"^[\w \-.・]+\Z")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
-EXTRA_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-.:]{0,99}$")
-TENANT_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
+EXTRA_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-.:]{0,99}\Z")
+TENANT_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
+ID_RE = r"^[A-Za-z0-9_-]{1,36}\Z"
+# The largest integer a count or offset may be: exact in JSON (IEEE doubles) and in SQL's BIGINT.
+INT_MAX = 2**53 - 1
+NUL_PROBLEM = "Must not contain NUL characters (\\u0000) (NUL文字は使えません)"
 GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
                   "GeometryCollection")
 
@@ -157,7 +161,29 @@ def _text(value: Any, problems: Problems, field: str, limit: int = 10_000) -> st
     text = str(value)
     if len(text) > limit:
         problems.add(field, f"Must be at most {limit} characters long")
+    if "\x00" in text:
+        problems.add(field, NUL_PROBLEM)
     return text
+
+
+def has_nul(value: Any, depth: int = 0) -> bool:
+    """Whether a NUL character hides anywhere in a JSON value (keys too): PostgreSQL stores none, in text
+    or in JSONB, so it must be refused as bad input rather than fail the INSERT."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 64:  # deeper than any document this catalog keeps; refused by the checks that read it
+        return False
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v, depth + 1) for v in value)
+    return False
+
+
+def check_no_nul(data: Mapping[str, Any], problems: Problems) -> None:
+    for key, value in data.items():
+        if has_nul(key) or has_nul(value):
+            problems.add(str(key).replace("\x00", ""), NUL_PROBLEM)
 
 
 def as_bool(value: Any, problems: Problems, field: str, default: bool = False) -> bool:
@@ -187,6 +213,9 @@ def as_int(value: Any, problems: Problems, field: str, minimum: int = 0) -> int 
         return None
     if number < minimum:
         problems.add(field, "Must be a natural number" if minimum == 0 else f"Must be at least {minimum}")
+    elif number > INT_MAX:
+        problems.add(field, f"Must be at most {INT_MAX}")
+        return None
     return number
 
 
@@ -343,7 +372,7 @@ def check_tags(data: Mapping[str, Any], problems: Problems) -> list[str]:
 def find_group(conn: Connection, ref: Any, is_organization: bool | None = None,
                active_only: bool = True) -> dict[str, Any] | None:
     """An organization or group by id or name (``is_organization`` None: either kind)."""
-    if not isinstance(ref, str) or not ref:
+    if not isinstance(ref, str) or not ref or "\x00" in ref:
         return None
     query = sa.select(t.groups).where(sa.or_(t.groups.c.id == ref, t.groups.c.name == ref))
     if is_organization is not None:
@@ -358,6 +387,7 @@ def validate_group(conn: Connection, data: Mapping[str, Any], is_organization: b
                    existing: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The row values of an organization or group to create (``existing`` None) or replace."""
     problems = Problems()
+    check_no_nul(data, problems)
     name = check_name(data.get("name", existing["name"] if existing else None), problems)
     if name and not problems.fields.get("name"):
         clash = conn.execute(sa.select(t.groups.c.id).where(t.groups.c.name == name)).first()
@@ -366,7 +396,7 @@ def validate_group(conn: Connection, data: Mapping[str, Any], is_organization: b
     values: dict[str, Any] = {"name": name}
     if existing is None:
         gid = data.get("id")
-        if gid is not None and (not isinstance(gid, str) or not re.match(r"^[A-Za-z0-9_-]{1,36}$", gid)):
+        if gid is not None and (not isinstance(gid, str) or not re.match(ID_RE, gid)):
             problems.add("id", "Must be at most 36 letters, digits, - or _")
         elif gid is not None and conn.execute(sa.select(t.groups.c.id).where(t.groups.c.id == gid)).first():
             problems.add("id", "That id is already in use")
@@ -421,17 +451,24 @@ def org_ref(row: Mapping[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- datasets
 
 
-def find_package(conn: Connection, ref: Any) -> dict[str, Any] | None:
-    """A dataset's row (seq, id, name, tenant, private, state, doc) by id or name, deleted ones included."""
-    if not isinstance(ref, str) or not ref:
+def find_package(conn: Connection, ref: Any, for_update: bool = False) -> dict[str, Any] | None:
+    """A dataset's row (seq, id, name, tenant, private, state, doc) by id or name, deleted ones included.
+
+    ``for_update``: the caller will write the dataset back in this transaction, so PostgreSQL locks its rows
+    (two writers, e.g. a datastore load noting progress and an officer publishing, would otherwise each
+    write back what they read and lose the other's change); SQLite's writers already hold the write lock."""
+    if not isinstance(ref, str) or not ref or "\x00" in ref:
         return None
     p = t.packages
-    row = conn.execute(
+    stmt = (
         sa.select(p.c.seq, p.c.id, p.c.name, p.c.tenant, p.c.private, p.c.state, p.c.owner_org,
                   t.package_docs.c.doc)
         .join(t.package_docs, t.package_docs.c.package_seq == p.c.seq)
         .where(sa.or_(p.c.id == ref, p.c.name == ref))
-    ).mappings().first()
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).mappings().first()
     return dict(row) if row else None
 
 
@@ -442,6 +479,7 @@ def validate_package(conn: Connection, data: Mapping[str, Any], existing: Mappin
     ``existing`` (a stored document) keeps its id, creation time and, when the caller leaves them out,
     its tags, groups and resources (as CKAN 2.10's ``package_update`` does)."""
     problems = Problems()
+    check_no_nul(data, problems)
     name = check_name(data.get("name", existing["name"] if existing else None), problems)
     if name and "name" not in problems.fields:
         clash = conn.execute(sa.select(t.packages.c.id).where(t.packages.c.name == name)).first()
@@ -449,7 +487,7 @@ def validate_package(conn: Connection, data: Mapping[str, Any], existing: Mappin
             problems.add("name", "That URL is already in use.")
     pid = existing["id"] if existing else data.get("id")
     if existing is None and pid is not None:
-        if not isinstance(pid, str) or not re.match(r"^[A-Za-z0-9_-]{1,36}$", pid):
+        if not isinstance(pid, str) or not re.match(ID_RE, pid):
             problems.add("id", "Must be at most 36 letters, digits, - or _")
         elif conn.execute(sa.select(t.packages.c.id).where(t.packages.c.id == pid)).first():
             problems.add("id", "Dataset id already exists")
@@ -483,7 +521,7 @@ def validate_package(conn: Connection, data: Mapping[str, Any], existing: Mappin
     doc.update(license_id=lic["id"], license_title=lic["title"], license_url=lic["url"],
                isopen=lic["od_conformance"] == "approved")
     frequency = data.get("frequency") or None
-    if frequency is not None and frequency not in FREQUENCIES:
+    if frequency is not None and (not isinstance(frequency, str) or frequency not in FREQUENCIES):
         problems.add("frequency", f"Must be one of: {', '.join(FREQUENCIES)}")
     doc["frequency"] = frequency
     doc["spatial"] = check_spatial(data.get("spatial"), problems)
@@ -565,10 +603,11 @@ def validate_resource(data: Mapping[str, Any], existing: Mapping[str, Any] | Non
     """One resource's stored form. ``upload_name``: a file arrives with it (the url becomes that name);
     an existing upload keeps its file unless a new url is given."""
     old = dict(existing or {})
+    check_no_nul(data, problems)
     res: dict[str, Any] = {"id": old.get("id") or str(uuid.uuid4()), "package_id": package_id}
     if not old and data.get("id"):
         rid = data["id"]
-        if not isinstance(rid, str) or not re.match(r"^[A-Za-z0-9_-]{1,36}$", rid):
+        if not isinstance(rid, str) or not re.match(ID_RE, rid):
             problems.add("id", "Must be at most 36 letters, digits, - or _")
         else:
             res["id"] = rid
@@ -634,7 +673,11 @@ def terms_of(doc: Mapping[str, Any], org: Mapping[str, Any], groups: Iterable[Ma
 
 def save_package(conn: Connection, doc: dict[str, Any], org: Mapping[str, Any],
                  seq: int | None = None) -> int:
-    """Insert (``seq`` None) or replace a dataset with every search row it has. Returns its seq."""
+    """Insert (``seq`` None) or replace a dataset with every search row it has. Returns its seq.
+
+    A resource id given by the client that another dataset's resource (or a sibling) already has is a
+    Validation Error here, before anything is written, rather than a failed INSERT."""
+    check_resource_ids(conn, doc, seq)
     groups = _groups_by_id(conn, doc.get("groups", []))
     group_rows = [groups[g] for g in doc.get("groups", []) if g in groups]
     values = dict(
@@ -666,6 +709,21 @@ def save_package(conn: Connection, doc: dict[str, Any], org: Mapping[str, Any],
         conn.execute(sa.text("INSERT INTO opendata_package_fts(rowid, text) VALUES (:seq, :text)"),
                      {"seq": seq, "text": values["search_text"]})
     return seq
+
+
+def check_resource_ids(conn: Connection, doc: Mapping[str, Any], seq: int | None) -> None:
+    ids = [str(r["id"]) for r in doc.get("resources", [])]
+    twice = sorted({rid for rid in ids if ids.count(rid) > 1})
+    if twice:
+        raise ValidationError({"id": [f"Resource id {', '.join(twice)} appears more than once"]})
+    if not ids:
+        return
+    query = sa.select(t.resources.c.id).where(t.resources.c.id.in_(ids))
+    if seq is not None:
+        query = query.where(t.resources.c.package_seq != seq)
+    taken = sorted(conn.execute(query).scalars())
+    if taken:
+        raise ValidationError({"id": [f"Resource id {', '.join(taken)} is already in use"]})
 
 
 def purge_package(conn: Connection, seq: int) -> None:

@@ -311,9 +311,10 @@ def tag_list(ctx: ActionContext, data: dict[str, Any]) -> list[Any]:
 # ---------------------------------------------------------------- datasets
 
 
-def _readable_package(conn: Connection, ctx: ActionContext, ref: Any) -> dict[str, Any]:
+def _readable_package(conn: Connection, ctx: ActionContext, ref: Any, for_update: bool = False
+                      ) -> dict[str, Any]:
     """A dataset the caller may read, else Not Found (private, draft and deleted ones stay invisible)."""
-    row = catalog.find_package(conn, ref)
+    row = catalog.find_package(conn, ref, for_update=for_update)
     if row is None:
         raise NotFoundError("Dataset not found (データセットが見つかりません)")
     if row["state"] == "deleted" and not _may_edit(ctx, row["tenant"]):
@@ -325,7 +326,8 @@ def _readable_package(conn: Connection, ctx: ActionContext, ref: Any) -> dict[st
 
 
 def _editable_package(conn: Connection, ctx: ActionContext, ref: Any) -> dict[str, Any]:
-    row = _readable_package(conn, ctx, ref)
+    """A dataset the caller may edit, its rows locked until the caller's transaction ends."""
+    row = _readable_package(conn, ctx, ref, for_update=True)
     check_edit(ctx.principal, row["tenant"], f"dataset {row['name']}")
     return row
 

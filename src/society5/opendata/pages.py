@@ -21,6 +21,7 @@ whose ``Origin`` names another site is refused.
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import logging
@@ -39,6 +40,8 @@ import xstatic.pkg.leaflet as leaflet_pkg
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 import society5.opendata.api  # noqa: F401  (fills the action registry the pages call)
@@ -93,6 +96,20 @@ router.include_router(downloads.router)
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "page_templates"), autoescape=True,
                           undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+# CKAN descriptions are Markdown. Raw HTML stays text and unsafe link schemes (javascript:) stay text too.
+_markdown = MarkdownIt("commonmark", {"html": False}).disable(["image"])
+
+
+def markdown_html(text: str) -> Markup:
+    return Markup(_markdown.render(text))  # html is off: every tag in the input arrives escaped
+
+
+def markdown_plain(text: str) -> str:
+    """The words of a Markdown text without its markup (for result cards)."""
+    return html.unescape(re.sub(r"<[^>]+>", " ", _markdown.render(text)))
+
+
+_env.filters["markdown"] = markdown_html
 
 TEXTS: dict[str, dict[str, str]] = {
     "ja": {
@@ -573,7 +590,7 @@ def _facet_label(field: str, item: dict[str, Any], lang: str) -> str:
 
 def _card(pkg: dict[str, Any], lang: str) -> dict[str, Any]:
     formats = sorted({str(r.get("format")) for r in pkg.get("resources", []) if r.get("format")})
-    notes = " ".join(str(pkg.get("notes") or "").split())
+    notes = " ".join(markdown_plain(str(pkg.get("notes") or "")).split())
     return {
         "name": pkg["name"], "title": pkg.get("title") or pkg["name"], "url": f"/dataset/{pkg['name']}",
         "org": (pkg.get("organization") or {}).get("title") or "",
