@@ -3,8 +3,8 @@
 
 ``python3 tasks.py demo`` or ``python3 tasks.py test``: creates ``.venv`` (once; again when pyproject.toml
 changes), installs the package and what the chosen task needs, then runs it. Tests also need Debian's
-``chromium`` (installed with apt-get when missing and run as root) and a separate small environment for
-the third-party ``ngsildclient`` (its pins clash with ours).
+``chromium`` and ``tuxpaint-stamps-default`` (installed with apt-get when missing and run as root) and a
+separate small environment for the third-party ``ngsildclient`` (its pins clash with ours).
 """
 
 from __future__ import annotations
@@ -44,13 +44,20 @@ def ensure_venv(extra: str) -> None:
     stamp.write_text(digest)
 
 
-def ensure_chromium() -> None:
-    if shutil.which("chromium") or Path("/usr/bin/chromium").exists():
+def ensure_debian_packages() -> None:
+    """Debian's chromium (browser tests) and tuxpaint-stamps-default (the photographic animal cut-outs the
+    bear-detection tests composite onto trail-camera scenes); installed once when missing."""
+    wanted = (("chromium", Path("/usr/bin/chromium")),
+              ("tuxpaint-stamps-default", Path("/usr/share/tuxpaint/stamps/animals")))
+    missing = [pkg for pkg, marker in wanted
+               if not marker.exists() and not (pkg == "chromium" and shutil.which("chromium"))]
+    if not missing:
         return
     if os.geteuid() != 0:
-        sys.exit("browser tests need Debian's chromium: run `sudo apt-get install -y chromium` once")
+        sys.exit(f"the tests need Debian's {' and '.join(missing)}: run `sudo apt-get install -y "
+                 f"{' '.join(missing)}` once")
     run("apt-get", "update", "-q")
-    run("apt-get", "install", "-y", "-q", "chromium")
+    run("apt-get", "install", "-y", "-q", *missing)
 
 
 def ensure_client_venv() -> None:
@@ -69,9 +76,9 @@ def demo(args: list[str]) -> None:
 
 def test(args: list[str]) -> None:
     ensure_venv("test")
-    ensure_chromium()
+    ensure_debian_packages()
     ensure_client_venv()
-    run(BIN / "ruff", "check", "src", "tests", "bench", "tasks.py")
+    run(BIN / "ruff", "check", "src", "tests", "bench", "scripts", "tasks.py")
     run(BIN / "mypy")
     env = dict(os.environ, SOCIETY5_NGSILDCLIENT_PYTHON=str(CLIENT_VENV / "bin" / "python"))
     run(BIN / "pytest", *(args or ["-q"]), env=env)

@@ -80,3 +80,19 @@ def opendata(
     the last line holds the figures. / オープンデータのベンチマーク
     """
     _run_script("opendata.py", [*_common(database_url, quick), *ctx.args])
+
+
+@bench_app.command("bears", context_settings=PASS_THROUGH)
+def bears(
+    ctx: typer.Context,
+    images: str = typer.Option(None, "--images", help="folder with bear/, other/ and optionally ref/ "
+                               "(default: the test split built by scripts/build_bear_eval.py)"),
+    quick: bool = typer.Option(False, "--quick", help="a few generated frames: a smoke test only"),
+) -> None:
+    """Benchmark bear detection (confusion table, recall by size and day/night) on one CPU thread; the last
+    line holds precision, recall and ms per image. / ヒグマ検出のベンチマーク
+
+    Other options of bench/bears.py (--threshold, --split) are passed through.
+    """
+    _run_script("bears.py", [*(["--images", images] if images else []), *(["--quick"] if quick else []),
+                             *ctx.args])

@@ -39,6 +39,15 @@ def _add_import() -> None:
 
 
 _add_import()
+
+
+def _add_bears() -> None:
+    from society5.services.bears.cli import app as bears_app
+
+    app.add_typer(bears_app, name="bears")
+
+
+_add_bears()
 console = Console(stderr=True)
 
 
