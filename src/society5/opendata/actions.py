@@ -68,7 +68,34 @@ def call(name: str, ctx: ActionContext, data: dict[str, Any] | None = None) -> A
         raise ActionNotFound(f"action {name!r} does not exist")
     if found.write and ctx.principal.anonymous:
         raise AuthorizationError(f"action {name} needs an API token")
-    return found.fn(ctx, dict(data or {}))
+    data = dict(data or {})
+    where = _nul_in(data)
+    if where is not None:  # named by its top-level field, as CKAN names errors; the path says where inside
+        top = where.split(".")[0].split("[")[0] or where
+        inside = f" (at {where})" if where != top else ""
+        raise ValidationError({top: [f"must not contain the NUL character (U+0000){inside}"]})
+    return found.fn(ctx, data)
+
+
+def _nul_in(value: Any, path: str = "") -> str | None:
+    """The first place (``field`` or ``field.sub``) holding a NUL character: no CKAN value needs one, and
+    PostgreSQL text cannot store or even compare it."""
+    if isinstance(value, str):
+        return (path or "data") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return here.replace("\x00", "\\0")
+            found = _nul_in(item, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _nul_in(item, f"{path}[{i}]" if path else f"[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 class CkanError(Exception):
@@ -85,7 +112,10 @@ class CkanError(Exception):
         self.extra = dict(extra or {})  # structured members beside CKAN's lists (e.g. a validation report)
 
     def error(self) -> dict[str, Any]:
-        return {"__type": self.type_name, "message": self.message, **self.fields, **self.extra}
+        # CKAN clients read ``message`` as text; per-field lists ride beside it (a field that happens to be
+        # called "message" is already part of that text).
+        fields = {k: v for k, v in self.fields.items() if k != "message"}
+        return {"__type": self.type_name, **fields, **self.extra, "message": self.message}
 
 
 class ValidationError(CkanError):

@@ -590,7 +590,8 @@ def _check_resources(value: Any, kept: list[dict[str, Any]], package_id: str,
             sub.add("resource", "Must be an object")
             errors.append(sub.fields)
             continue
-        old = by_id.get(item.get("id") or "")
+        rid = item.get("id")
+        old = by_id.get(rid) if isinstance(rid, str) else None  # a junk id is validate_resource's to report
         out.append(validate_resource(item, old, package_id, sub))
         errors.append(sub.fields)
     if any(errors):

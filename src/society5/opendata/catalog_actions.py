@@ -81,6 +81,8 @@ def site_read(ctx: ActionContext, data: dict[str, Any]) -> bool:
 def help_show(ctx: ActionContext, data: dict[str, Any]) -> str:
     """The documentation of the action named ``name``."""
     name = require(data, "name")
+    if not isinstance(name, str):
+        raise ValidationError({"name": ["Must be a string (an action name)"]})
     found = ACTIONS.get(name)
     if found is None:
         raise NotFoundError(f"Action function not found: {name}")
@@ -114,7 +116,7 @@ def _group_counts(conn: Connection, ctx: ActionContext, is_org: bool) -> dict[st
 def _group_list(ctx: ActionContext, data: dict[str, Any], is_org: bool) -> list[Any]:
     limit, offset = _limit(data)
     all_fields = catalog.as_bool(data.get("all_fields"), catalog.Problems(), "all_fields")
-    sort = str(data.get("sort") or "title asc").split()
+    sort = str(data.get("sort") or "").split() or ["title", "asc"]
     column_name, desc = sort[0], len(sort) > 1 and sort[1].lower() == "desc"
     if column_name not in ("name", "title", "package_count") or (len(sort) > 1 and sort[1].lower()
                                                                  not in ("asc", "desc")):

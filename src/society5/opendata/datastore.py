@@ -44,6 +44,8 @@ TYPE_ALIASES = {"int": "int4", "integer": "int4", "bigint": "int8", "float": "fl
 MAX_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers silently
 DEFAULT_LIMIT, MAX_LIMIT = 100, 32_000
 INT_RANGES = {"int4": (-(2**31), 2**31 - 1), "int8": (-(2**63), 2**63 - 1)}
+ID_MAX = 2**63 - 1  # _id is a BIGINT
+NUMERIC_MAX_EXPONENT = 1000
 
 registry = sa.Table(
     "opendata_datastore_tables",
@@ -144,6 +146,8 @@ def parse_fields(raw: Any, records: Sequence[dict[str, Any]] = ()) -> list[Field
         info = item.get("info")
         if info is not None and not isinstance(info, dict):
             raise ValidationError({"fields": [f"field {name!r}: info must be an object"]})
+        if has_nul(info):
+            raise ValidationError({"fields": [f"field {name!r}: info must not contain NUL characters"]})
         out.append(Field(name, kind, info or None))
     return out
 
@@ -260,7 +264,10 @@ def parse_timestamp(text: str) -> datetime:
         value = datetime.combine(parse_date(parts[0]), parse_time(parts[1]))
     offset = value.utcoffset()
     if offset is not None:  # stored as UTC without a zone, like CKAN's timestamp columns
-        value = (value - offset).replace(tzinfo=None)
+        try:
+            value = (value - offset).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable instant
+            raise ValueError("out of range for a timestamp") from None
     return value
 
 
@@ -290,7 +297,24 @@ def _parse_numeric(text: str) -> Decimal:
         raise ValueError("not a number") from None
     if not value.is_finite():
         raise ValueError("not a finite number")
+    # PostgreSQL's numeric holds at most 131072 digits before the point and 16383 after; far beyond any
+    # open data, so a generous bound that both databases take.
+    if value and not -NUMERIC_MAX_EXPONENT <= value.adjusted() <= NUMERIC_MAX_EXPONENT:
+        raise ValueError(f"out of range (at most {NUMERIC_MAX_EXPONENT} digits)")
+    if len(value.as_tuple().digits) > NUMERIC_MAX_EXPONENT:
+        raise ValueError(f"too precise (at most {NUMERIC_MAX_EXPONENT} digits)")
     return value
+
+
+def has_nul(value: Any, depth: int = 0) -> bool:
+    """Whether a NUL character hides in a JSON value (keys too): PostgreSQL stores none, in text or JSONB."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v, depth + 1) for v in value)
+    return False
 
 
 def _parse_bool(text: str) -> bool:
@@ -317,6 +341,8 @@ def from_json(kind: str, value: Any) -> Any:
     """A JSON value (a record's or a filter's) as the column's Python value; ValueError if it does not fit."""
     if value is None:
         return None
+    if has_nul(value):
+        raise ValueError("NUL characters (\\u0000) cannot be stored")
     if kind == "json":
         return value
     if kind == "text":
@@ -525,8 +551,8 @@ def convert_records(spec: TableSpec | Sequence[Field], records: Any, *, allow_id
         row: dict[str, Any] = {}
         for key, value in record.items():
             if key == "_id" and allow_id:
-                if isinstance(value, bool) or not isinstance(value, int):
-                    problems.append(f"record {i}: _id must be an integer")
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= ID_MAX:
+                    problems.append(f"record {i}: _id must be an integer from 1 to {ID_MAX}")
                 row["_id"] = value
                 continue
             kind = types.get(key)
@@ -535,7 +561,7 @@ def convert_records(spec: TableSpec | Sequence[Field], records: Any, *, allow_id
                 continue
             try:
                 row[key] = from_json(kind, value)
-            except (ValueError, TypeError) as err:
+            except (ValueError, TypeError, OverflowError) as err:
                 problems.append(f"record {i}: field {key!r}: {value!r} is not a valid {kind} ({err})")
         out.append(row)
         if len(problems) >= 50:
@@ -678,7 +704,7 @@ def _filter_conditions(table: sa.Table, spec: TableSpec, filters: dict[str, Any]
         values = raw if isinstance(raw, list) else [raw]
         try:
             converted = [from_json(kind, v) for v in values]
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:
             problems.append(f"field {name!r}: {raw!r} is not a valid {kind} ({err})")
             continue
         col = table.c[name]
@@ -706,13 +732,16 @@ def _q_conditions(table: sa.Table, spec: TableSpec, q: str | dict[str, str] | No
         _check_names(list(q), set(spec.names), "q")
         conds = []
         for name, text in q.items():
-            if not isinstance(text, str):
-                raise ValidationError({"q": [f"field {name!r}: the text to look for must be a string"]})
+            if not isinstance(text, str) or "\x00" in text:
+                raise ValidationError({"q": [f"field {name!r}: the text to look for must be a string "
+                                             "without NUL characters"]})
             col = sa.cast(table.c[name], sa.Text) if spec.field(name).type != "text" else table.c[name]  # type: ignore[union-attr]
             conds += [col.ilike(_like(w), escape="\\") for w in text.split()]
         return conds
     if not isinstance(q, str):
         raise ValidationError({"q": ["must be a string or an object {field: text}"]})
+    if "\x00" in q:
+        raise ValidationError({"q": ["must not contain NUL characters (\\u0000)"]})
     text_cols = [table.c[f.id] for f in spec.fields if f.type == "text"]
     if not text_cols:
         return [sa.false()]

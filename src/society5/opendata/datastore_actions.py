@@ -49,6 +49,10 @@ def as_bool(data: dict[str, Any], name: str, default: bool) -> bool:
     raise ValidationError({name: ["Must be true or false"]})
 
 
+# Offsets and thresholds past this are no table's: refused before they overflow SQL's BIGINT.
+INT_MAX = 2**53 - 1
+
+
 def as_int(data: dict[str, Any], name: str, default: int | None, minimum: int = 0) -> int | None:
     value = data.get(name)
     if value is None or value == "":
@@ -61,6 +65,8 @@ def as_int(data: dict[str, Any], name: str, default: int | None, minimum: int = 
         raise ValidationError({name: ["Invalid integer"]}) from None
     if number < minimum:
         raise ValidationError({name: [f"Must be a natural number (at least {minimum})"]})
+    if number > INT_MAX:
+        raise ValidationError({name: [f"Must be at most {INT_MAX}"]})
     return number
 
 
@@ -95,6 +101,8 @@ def _resource(ctx: ActionContext, resource_id: Any) -> tuple[dict[str, Any], dic
     """The resource and its dataset (Not Found / Authorization errors come from the catalog's actions)."""
     if not isinstance(resource_id, str):
         raise ValidationError({"resource_id": ["Must be a string"]})
+    if "\x00" in resource_id:  # names no resource (and PostgreSQL refuses NUL in a query)
+        raise ValidationError({"resource_id": ["Must not contain NUL characters (\\u0000)"]})
     resource = call("resource_show", ctx, {"id": resource_id})
     package = call("package_show", ctx, {"id": resource["package_id"]})
     return resource, package

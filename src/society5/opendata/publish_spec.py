@@ -23,10 +23,11 @@ SHAPES = ("snapshot", "time_bins")
 AGGREGATES = ("sum", "avg", "max", "min")
 MAX_ATTRS = 30
 MAX_ENTITIES = 50_000
-ATTR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
-TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-.:/#]{0,255}$")
-TENANT_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
-FILE_RE = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")
+# \Z, not $: "$" would also accept a trailing newline.
+ATTR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
+TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-.:/#]{0,255}\Z")
+TENANT_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
+FILE_RE = re.compile(r"^[A-Za-z0-9_\-]{1,80}\Z")
 RESERVED = {"id", "type", "scope", "location", "observedAt", "createdAt", "modifiedAt"}
 # Attributes that name or reach a person: never published, whatever a binding asks (open data carries no
 # personal data; a sighting's reporter or a resident's phone number stays in the broker).
@@ -153,6 +154,8 @@ def parse_spec(data: dict[str, Any], default_tenant: str) -> PublisherSpec:
     q = data.get("q") or None
     if q is not None and (not isinstance(q, str) or len(q) > 2000):
         problems.add("q", "Must be an NGSI-LD q expression of at most 2000 characters")
+    elif q is not None and "\x00" in q:  # PostgreSQL stores no NUL (the spec is a JSONB document)
+        problems.add("q", "Must not contain NUL characters (\\u0000)")
     file_name = data.get("file_name") or (entity_type.lower() if isinstance(entity_type, str)
                                           and FILE_RE.match(entity_type) else "data")
     if not isinstance(file_name, str) or not FILE_RE.match(file_name):

@@ -134,6 +134,8 @@ def _load_datastore(ctx: ActionContext, resource_id: str, table: publish_shapes.
 def _row(platform: Any, publisher_id: Any) -> dict[str, Any]:
     if not isinstance(publisher_id, str) or not publisher_id:
         raise ValidationError({"id": ["Missing value"]})
+    if "\x00" in publisher_id:  # names nothing, and PostgreSQL refuses NUL in a query's text
+        raise NotFoundError("Publisher not found (パブリッシャーが見つかりません)")
     with platform.engine.connect() as conn:
         row = conn.execute(sa.select(publishers).where(publishers.c.id == publisher_id)).mappings().first()
     if row is None:

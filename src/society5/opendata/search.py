@@ -49,10 +49,17 @@ class QueryParser:
     """Recursive descent over the Solr subset; every failure is a ``SearchError`` naming the position."""
 
     FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*):")
+    # Nesting (parentheses, NOT chains) deeper than any real query: refused before it exhausts the stack of
+    # this parser or of the SQL compiler.
+    MAX_DEPTH = 32
+    # Terms in one query: each is a condition, and SQLite refuses expressions more than 1000 deep.
+    MAX_TERMS = 100
 
     def __init__(self, text: str):
         self.s = text
         self.i = 0
+        self.depth = 0
+        self.terms = 0
 
     def fail(self, problem: str) -> SearchError:
         return SearchError(f"Search Query Error: {problem} at character {self.i + 1} of {self.s!r}")
@@ -98,18 +105,33 @@ class QueryParser:
             parts.append(self._unary())
         return parts[0] if len(parts) == 1 else ("and", parts)
 
+    def _deeper(self) -> None:
+        self.depth += 1
+        if self.depth > self.MAX_DEPTH:
+            raise self.fail(f"nested more than {self.MAX_DEPTH} levels deep")
+
+    def _count_term(self) -> None:
+        self.terms += 1
+        if self.terms > self.MAX_TERMS:
+            raise self.fail(f"more than {self.MAX_TERMS} terms")
+
     def _unary(self) -> Node:
-        self._ws()
-        if self._take("NOT") or self._take("-") or self._take("!"):
-            return ("not", self._unary())
-        if self._take("+"):
-            return self._unary()
-        return self._primary()
+        self._deeper()
+        try:
+            self._ws()
+            if self._take("NOT") or self._take("-") or self._take("!"):
+                return ("not", self._unary())
+            if self._take("+"):
+                return self._unary()
+            return self._primary()
+        finally:
+            self.depth -= 1
 
     def _primary(self) -> Node:
         self._ws()
         if self.i >= len(self.s):
             raise self.fail("missing a term")
+        self._count_term()
         if self._take("("):
             node = self._or()
             if not self._take(")"):
@@ -138,6 +160,7 @@ class QueryParser:
         if char == "[" or char == "{":
             return ("term", field, self._range(field))
         if char == "(":
+            self._deeper()
             self.i += 1
             values: list[Node] = []
             joiner = "or"  # Solr's default operator inside a field group
@@ -150,9 +173,11 @@ class QueryParser:
                     continue
                 if self._take("OR") or self._take("||"):
                     continue
+                self._count_term()
                 values.append(self._value(field))
             if not values:
                 raise self.fail(f"empty value list after {field}:")
+            self.depth -= 1
             return values[0] if len(values) == 1 else (joiner, values)
         word = self._bare()
         if word == "*":
@@ -361,6 +386,9 @@ def _string(value: Any, problems: catalog.Problems, field: str) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         problems.add(field, "Must be a string")
         return ""
+    if isinstance(value, str) and "\x00" in value:
+        problems.add(field, catalog.NUL_PROBLEM)
+        return ""
     return str(value)
 
 
@@ -375,6 +403,9 @@ def _list(value: Any, problems: catalog.Problems, field: str) -> list[str]:
             return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         problems.add(field, "Must be a list of strings")
+        return []
+    if any("\x00" in v for v in value):
+        problems.add(field, catalog.NUL_PROBLEM)
         return []
     return list(value)
 
@@ -408,6 +439,8 @@ def _query(conn: Connection, text: str, strict: bool) -> Node | None:
     except SearchError:
         # A person's q ("http://…", "A&B (C") is searched as the words it contains.
         words = text.split()
+        if len(words) > QueryParser.MAX_TERMS:
+            raise SearchError(f"Search Query Error: q has more than {QueryParser.MAX_TERMS} words") from None
         return ("and", [("text", w) for w in words]) if len(words) > 1 else ("text", text)
 
 
