@@ -205,3 +205,20 @@ def tag_catalog(ckan: Ckan, tokens: Tokens, orgs: Any) -> tuple[Ckan, dict[str, 
     for name, tags in tagged.items():
         ckan.ok("package_create", tokens.sapporo, name=name, owner_org="sapporo", tags=sorted(tags))
     return ckan, tagged
+
+
+def test_two_character_words_match_like_a_substring_search(ckan: Ckan, tokens: Tokens,
+                                                          orgs: dict[str, Any]) -> None:
+    """Two-character words (the commonest in Japanese) go through SQLite's bigram index: the same datasets
+    as a plain substring search, also across Japanese punctuation, and ASCII pairs with punctuation too."""
+    titles = {"pop": "人口・世帯数の推移", "bousai": "防災マップ", "aed": "AED-設置場所",
+              "mix": "世帯別 口座"}
+    for name, title in titles.items():
+        ckan.ok("package_create", tokens.sapporo, name=name, title=title, owner_org="sapporo")
+    for word in ("人口", "口・", "世帯", "口座", "防災", "d-", "ae", "帯数", "数の"):
+        found = {r["name"] for r in ckan.ok("package_search", q=word, rows=50)["results"]}
+        expected = {n for n, title in titles.items() if word in title.casefold()}
+        assert found == expected, word
+    ckan.ok("package_patch", tokens.sapporo, id="pop", title="人の流れ")  # the index follows edits
+    assert {r["name"] for r in ckan.ok("package_search", q="人口")["results"]} == set()
+    assert {r["name"] for r in ckan.ok("package_search", q="流れ")["results"]} == {"pop"}

@@ -706,10 +706,27 @@ def save_package(conn: Connection, doc: dict[str, Any], org: Mapping[str, Any],
         conn.execute(t.resources.insert(), [{"id": r["id"], "package_seq": seq} for r in doc["resources"]])
     if conn.dialect.name == "sqlite":
         if not new:
-            conn.execute(sa.text("DELETE FROM opendata_package_fts WHERE rowid = :seq"), {"seq": seq})
+            _drop_text_rows(conn, seq)
         conn.execute(sa.text("INSERT INTO opendata_package_fts(rowid, text) VALUES (:seq, :text)"),
                      {"seq": seq, "text": values["search_text"]})
+        conn.execute(sa.text("INSERT INTO opendata_package_bigrams(rowid, text) VALUES (:seq, :text)"),
+                     {"seq": seq, "text": bigrams(values["search_text"])})
     return seq
+
+
+def bigrams(text: str) -> str:
+    """A text's overlapping character pairs (within each whitespace-separated run), once each: what the
+    SQLite bigram index holds, so a two-character word is found without scanning every dataset."""
+    pairs: dict[str, None] = {}
+    for run in text.split():
+        for i in range(len(run) - 1):
+            pairs[run[i : i + 2]] = None
+    return " ".join(pairs)
+
+
+def _drop_text_rows(conn: Connection, seq: int) -> None:
+    for table in ("opendata_package_fts", "opendata_package_bigrams"):
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE rowid = :seq"), {"seq": seq})
 
 
 def check_resource_ids(conn: Connection, doc: Mapping[str, Any], seq: int | None) -> None:
@@ -732,7 +749,7 @@ def purge_package(conn: Connection, seq: int) -> None:
     conn.execute(t.resources.delete().where(t.resources.c.package_seq == seq))
     conn.execute(t.package_docs.delete().where(t.package_docs.c.package_seq == seq))
     if conn.dialect.name == "sqlite":
-        conn.execute(sa.text("DELETE FROM opendata_package_fts WHERE rowid = :seq"), {"seq": seq})
+        _drop_text_rows(conn, seq)
     conn.execute(t.packages.delete().where(t.packages.c.seq == seq))
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from society5.core.auth import Principal
@@ -264,13 +263,19 @@ def text_match(conn: Connection, word: str, column: sa.ColumnElement[str] = P.c.
     word = catalog.normalize(word).strip()
     if not word:
         return sa.true()
-    if conn.dialect.name == "sqlite" and len(word) >= 3 and column is P.c.search_text:
-        phrase = '"' + word.replace('"', '""') + '"'
-        fts = sa.table("opendata_package_fts")
-        hits: sa.Select[Any] = sa.select(sa.literal_column("rowid")).select_from(fts).where(
-            sa.literal_column("opendata_package_fts").op("MATCH")(sa.literal(phrase)))
-        return P.c.seq.in_(hits)
+    if conn.dialect.name == "sqlite" and column is P.c.search_text:
+        if len(word) >= 3:
+            return P.c.seq.in_(_fts_hits("opendata_package_fts", word))
+        if len(word) == 2 and all(not c.isascii() or c.isalnum() for c in word):
+            # the bigram table's tokenizer splits at ASCII punctuation: such pairs are scanned for instead
+            return P.c.seq.in_(_fts_hits("opendata_package_bigrams", word))
     return column.like(_like(word), escape="\\")
+
+
+def _fts_hits(table: str, word: str) -> sa.Select[Any]:
+    phrase = '"' + word.replace('"', '""') + '"'
+    return sa.select(sa.literal_column("rowid")).select_from(sa.table(table)).where(
+        sa.literal_column(table).op("MATCH")(sa.literal(phrase)))
 
 
 def compile_node(conn: Connection, node: Node) -> sa.ColumnElement[bool]:
@@ -481,37 +486,42 @@ def search(conn: Connection, principal: Principal, data: dict[str, Any], base_ur
     for word in words:
         score = score + sa.case((P.c.title_text.like(_like(word), escape="\\"), 1), else_=0)
     order = _order(params.sort, score)
-    # The matched datasets, in order, fetched once: the count, the page and the facets all come from it.
-    ordered = list(conn.execute(sa.select(P.c.seq).where(where).order_by(*order)).scalars())
-    page = ordered[params.start: params.start + params.rows] if params.rows > 0 else []
+    # Count, page and facets are all answered by the database: shipping every matched id to Python (thousands
+    # for a common word) cost more than the queries themselves.
+    count, page = _count_and_page(conn, where, order, params.start, params.rows)
     results: list[dict[str, Any]] = []
     if page:
         docs = dict(conn.execute(sa.select(t.package_docs.c.package_seq, t.package_docs.c.doc)
                                  .where(t.package_docs.c.package_seq.in_(page))).all())
         results = catalog.present(conn, [docs[seq] for seq in page], base_url)
-    facets = _facets(conn, params, ordered) if params.facet_fields else {}
-    return {"count": len(ordered), "results": results, "facets": facets,
+    facets = _facets(conn, params, where) if params.facet_fields and count else {
+        f: {} for f in params.facet_fields}
+    return {"count": count, "results": results, "facets": facets,
             "search_facets": _search_facets(conn, facets), "sort": params.sort}
 
 
-def _seq_set(conn: Connection, seqs: list[int]) -> sa.ColumnElement[bool]:
-    """``package_seq IN (the matched datasets)`` as one bound value, however many there are."""
-    column = t.package_terms.c.package_seq
-    if conn.dialect.name == "postgresql":
-        return column == sa.any_(sa.literal(seqs, ARRAY(sa.Integer)))
-    values = sa.func.json_each(sa.literal(json.dumps(seqs))).table_valued("value")
-    return column.in_(sa.select(values.c.value))
+def _count_and_page(conn: Connection, where: sa.ColumnElement[bool], order: list[sa.ColumnElement[Any]],
+                    start: int, rows: int) -> tuple[int, list[int]]:
+    """How many datasets match, and the ids of the requested page (one query when the page is not empty)."""
+    if rows > 0:
+        found = conn.execute(sa.select(P.c.seq, sa.func.count().over().label("total")).where(where)
+                             .order_by(*order).offset(start).limit(rows)).all()
+        if found:
+            return int(found[0].total), [r.seq for r in found]
+        if start == 0:
+            return 0, []
+    return int(conn.execute(sa.select(sa.func.count()).select_from(P).where(where)).scalar() or 0), []
 
 
-def _facets(conn: Connection, params: SearchParams, seqs: list[int]) -> dict[str, dict[str, int]]:
+def _facets(conn: Connection, params: SearchParams,
+            where: sa.ColumnElement[bool]) -> dict[str, dict[str, int]]:
     terms = t.package_terms
-    rows: list[Any] = []
-    if seqs:
-        rows = list(conn.execute(
-            sa.select(terms.c.field, terms.c.value, sa.func.count().label("n"))
-            .where(terms.c.field.in_(params.facet_fields), _seq_set(conn, seqs))
-            .group_by(terms.c.field, terms.c.value)
-        ))
+    matched = sa.select(P.c.seq).where(where)
+    rows = list(conn.execute(
+        sa.select(terms.c.field, terms.c.value, sa.func.count().label("n"))
+        .where(terms.c.field.in_(params.facet_fields), terms.c.package_seq.in_(matched))
+        .group_by(terms.c.field, terms.c.value)
+    ))
     grouped: dict[str, list[tuple[int, str]]] = {f: [] for f in params.facet_fields}
     for field, value, n in rows:
         if n >= params.facet_mincount:
