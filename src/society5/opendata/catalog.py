@@ -710,18 +710,21 @@ def save_package(conn: Connection, doc: dict[str, Any], org: Mapping[str, Any],
         conn.execute(sa.text("INSERT INTO opendata_package_fts(rowid, text) VALUES (:seq, :text)"),
                      {"seq": seq, "text": values["search_text"]})
         conn.execute(sa.text("INSERT INTO opendata_package_bigrams(rowid, text) VALUES (:seq, :text)"),
-                     {"seq": seq, "text": bigrams(values["search_text"])})
+                     {"seq": seq, "text": " ".join(bigram_list(values["search_text"]))})
+    elif conn.dialect.name == "postgresql":
+        conn.execute(sa.text("UPDATE opendata_packages SET search_bigrams = :pairs WHERE seq = :seq"),
+                     {"seq": seq, "pairs": bigram_list(values["search_text"])})
     return seq
 
 
-def bigrams(text: str) -> str:
+def bigram_list(text: str) -> list[str]:
     """A text's overlapping character pairs (within each whitespace-separated run), once each: what the
-    SQLite bigram index holds, so a two-character word is found without scanning every dataset."""
+    bigram index holds (migration 0010), so a two-character word is found without scanning every dataset."""
     pairs: dict[str, None] = {}
     for run in text.split():
         for i in range(len(run) - 1):
             pairs[run[i : i + 2]] = None
-    return " ".join(pairs)
+    return list(pairs)
 
 
 def _drop_text_rows(conn: Connection, seq: int) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from society5.core.auth import Principal
@@ -263,12 +264,15 @@ def text_match(conn: Connection, word: str, column: sa.ColumnElement[str] = P.c.
     word = catalog.normalize(word).strip()
     if not word:
         return sa.true()
-    if conn.dialect.name == "sqlite" and column is P.c.search_text:
+    if column is P.c.search_text and conn.dialect.name == "sqlite":
         if len(word) >= 3:
             return P.c.seq.in_(_fts_hits("opendata_package_fts", word))
         if len(word) == 2 and all(not c.isascii() or c.isalnum() for c in word):
             # the bigram table's tokenizer splits at ASCII punctuation: such pairs are scanned for instead
             return P.c.seq.in_(_fts_hits("opendata_package_bigrams", word))
+    if column is P.c.search_text and conn.dialect.name == "postgresql" and len(word) == 2:
+        return sa.literal_column("opendata_packages.search_bigrams").op("@>")(
+            sa.literal([word], ARRAY(sa.Text)))  # GIN lookup (pg_trgm serves longer words)
     return column.like(_like(word), escape="\\")
 
 
