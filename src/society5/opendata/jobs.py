@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from society5.core.service import Job
-from society5.opendata import publishers
+from society5.opendata import publishers, upkeep
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,7 @@ def background(platform: Any) -> Watcher:
 
 
 JOBS = (
+    Job("opendata_statistics", every=timedelta(minutes=1), run=upkeep.analyze_changed),
     Job("opendata_publishers_changed", every=timedelta(seconds=2), run=run_changed),
     Job("opendata_publishers_due", every=timedelta(minutes=1), run=run_due),
 )
