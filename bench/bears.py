@@ -140,7 +140,7 @@ def run(images: Path, threshold: float | None, console: Console, limit: int | No
     sweep = Table(title="bear threshold sweep (frames with a reference)")
     for col in ("threshold", "precision", "recall"):
         sweep.add_column(col, justify="right")
-    for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+    for t in (0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5):
         tp = sum(r["truth"] == "bear" and r["bear_score"] >= t for r in scored)
         fp = sum(r["truth"] != "bear" and r["bear_score"] >= t for r in scored)
         sweep.add_row(f"{t:.2f}", f"{_ratio(tp, tp + fp):.3f}", f"{_ratio(tp, len(bears)):.3f}")

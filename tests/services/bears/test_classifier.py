@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from society5.services.bears.vision.classifier import (
+    NEAR_BEAR_CLASSES,
     Classifier,
     ClassifierConfig,
     Detection,
@@ -17,6 +18,7 @@ from society5.services.bears.vision.classifier import (
     Thresholds,
     decide,
     group_bursts,
+    group_scores,
     load_classifier,
 )
 from society5.services.bears.vision.regions import Box
@@ -39,10 +41,10 @@ def test_an_empty_frame_against_its_reference_is_empty(classifier: EfficientNetC
     assert result.label == "empty" and result.used_reference and not result.detections
 
 
-def test_without_reference_whole_frame_and_tiles_are_classified(classifier: EfficientNetClassifier) -> None:
+def test_without_reference_tiles_are_classified(classifier: EfficientNetClassifier) -> None:
     result = classifier.classify(scene(12, 1280, 720))
     assert not result.used_reference
-    assert len(result.detections) == 7  # whole frame + 3×2 tiles
+    assert len(result.detections) == 6  # 3×2 tiles
     assert result.label in {"bear", "other_animal", "person", "vehicle", "empty"}
 
 
@@ -65,6 +67,27 @@ def test_decide_puts_bear_first_and_respects_thresholds() -> None:
     dets = [Detection(box, {"bear": 0.1, "other_animal": 0.2, "person": 0.05, "vehicle": 0.1})]
     label, confidence = decide(dets, th)
     assert label == "empty" and confidence == pytest.approx(0.8)
+
+
+def test_near_bear_classes_count_only_with_their_weight() -> None:
+    probs = np.zeros(1000, np.float32)
+    probs[294], probs[NEAR_BEAR_CLASSES[0]], probs[362] = 0.05, 0.2, 0.5  # brown bear, tusker, badger
+    assert group_scores(probs)["bear"] == pytest.approx(0.05)
+    assert group_scores(probs, near_bear_weight=0.5)["bear"] == pytest.approx(0.15)
+    assert group_scores(probs)["other_animal"] == pytest.approx(0.7)
+
+
+def test_only_animal_shaped_difference_regions_get_the_near_bear_weight(
+        classifier: EfficientNetClassifier) -> None:
+    assert classifier.animal_shaped(Box(0, 0, 150, 100), 720)  # a bear from the side
+    assert not classifier.animal_shaped(Box(0, 0, 60, 180), 720)  # a standing person
+    assert not classifier.animal_shaped(Box(0, 0, 900, 600), 720)  # most of the frame
+    base = scene(14, 1280, 720)
+    frame = noisy(paste_subject(base, 500, 300, 150, 100), 5)
+    _, near, used = classifier.candidate_boxes(frame, noisy(base, 6))
+    assert used and near and near[0] == classifier.config.near_bear_weight
+    _, near, used = classifier.candidate_boxes(frame, None)
+    assert not used and set(near) == {0.0}
 
 
 def _frame(camera: str, second: int, label: str, confidence: float = 0.9) -> Frame:

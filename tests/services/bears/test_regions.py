@@ -60,20 +60,23 @@ def test_background_is_the_median_of_recent_empty_frames() -> None:
     assert bg.model().shape[1] == bg.config.work_width
 
 
-def test_fallback_is_the_whole_frame_and_overlapping_tiles() -> None:
-    boxes = fallback_regions(1280, 720, tiles_across=3)
-    assert boxes[0] == Box(0, 0, 1280, 720)
-    tiles = boxes[1:]
+def test_fallback_is_overlapping_square_tiles_covering_the_frame() -> None:
+    tiles = fallback_regions(1280, 720, tiles_across=3)
     assert len(tiles) == 6
     covered = np.zeros((720, 1280), bool)
     for t in tiles:
         assert t.width == t.height
         covered[t.y0:t.y1, t.x0:t.x1] = True
     assert covered.all()
+    assert fallback_regions(1280, 720, tiles_across=0) == [Box(0, 0, 1280, 720)]
 
 
-def test_nearby_boxes_merge_and_squares_stay_inside() -> None:
+def test_nearby_boxes_merge_and_padded_crops_stay_inside() -> None:
     merged = merge_boxes([Box(0, 0, 10, 10), Box(12, 0, 20, 10), Box(100, 100, 110, 110)], gap=5)
     assert sorted(b.as_tuple() for b in merged) == [(0, 0, 20, 10), (100, 100, 110, 110)]
-    sq = Box(1270, 700, 1280, 720).square(0.3, 96, 1280, 720)
-    assert (sq.width, sq.height) == (96, 96) and sq.x1 <= 1280 and sq.y1 <= 720
+    corner = Box(1270, 700, 1280, 720).padded(0.1, 32, 2.0, 1280, 720)
+    assert (corner.width, corner.height) == (32, 32) and corner.x1 == 1280 and corner.y1 == 720
+    box = Box(100, 100, 300, 200).padded(0.1, 32, 2.0, 1280, 720)  # 10 % of width / height on each side
+    assert box.as_tuple() == (80, 90, 320, 210)
+    strip = Box(100, 100, 700, 150).padded(0.0, 32, 2.0, 1280, 720)  # 12:1 widened to 2:1
+    assert (strip.width, strip.height) == (600, 300) and strip.y0 == 0

@@ -44,7 +44,7 @@ def classify(
     """Classify every image under DIR (bear / other_animal / person / vehicle / empty) into a CSV.
 
     A reference (an earlier empty frame of the same camera, by file name in --ref, or DIR/ref/) makes small
-    animals findable; without one the whole frame and overlapping tiles are classified. Frames of one
+    animals findable; without one six overlapping square tiles are classified. Frames of one
     camera folder less than --burst-gap seconds apart (EXIF capture time) get the same event number.
     """
     _require_extra()

@@ -5,9 +5,9 @@ where an animal stands; that region is then classified at full resolution (a sma
 when the whole 1280×720 frame is squeezed to 224 px). The difference is taken on a small blurred copy
 (``work_width`` pixels wide), after matching the frame's brightness to the background (exposure changes),
 thresholded relative to the frame's own noise, cleaned with a morphological opening and closing, and turned
-into boxes by connected components; nearby boxes are merged and each is padded with context.
+into boxes by connected components; nearby boxes are merged (the classifier pads each with a little context).
 
-A camera with no empty frame yet gets :func:`fallback_regions`: the whole frame plus overlapping tiles.
+A camera with no empty frame yet gets :func:`fallback_regions`: overlapping square tiles.
 """
 
 from __future__ import annotations
@@ -52,15 +52,19 @@ class Box:
         dy = max(other.y0 - self.y1, self.y0 - other.y1, 0)
         return max(dx, dy)
 
-    def square(self, context: float, min_side: int, width: int, height: int) -> Box:
-        """A square around the box, ``context`` of its larger side added, at least ``min_side``, kept inside
-        the ``width``×``height`` frame (shifted, not cut, where the frame allows)."""
-        side = int(max(self.width, self.height) * (1.0 + context))
-        side = min(max(side, min_side), width, height)
+    def padded(self, context: float, min_side: int, max_aspect: float, width: int, height: int) -> Box:
+        """The box grown by ``context`` of its own width and height on every side, each side at least
+        ``min_side``, the shorter side widened until the aspect is at most ``max_aspect``, kept inside the
+        ``width``×``height`` frame (shifted, not cut, where the frame allows). The classifier stretches this
+        crop to the network's square input: a tight box keeps the subject large (see ``ClassifierConfig``)."""
+        bw = max(int(self.width * (1.0 + 2 * context)), min_side)
+        bh = max(int(self.height * (1.0 + 2 * context)), min_side)
+        bw, bh = max(bw, int(bh / max_aspect)), max(bh, int(bw / max_aspect))
+        bw, bh = min(bw, width), min(bh, height)
         cx, cy = (self.x0 + self.x1) // 2, (self.y0 + self.y1) // 2
-        x0 = min(max(cx - side // 2, 0), width - side)
-        y0 = min(max(cy - side // 2, 0), height - side)
-        return Box(x0, y0, x0 + side, y0 + side, self.score)
+        x0 = min(max(cx - bw // 2, 0), width - bw)
+        y0 = min(max(cy - bh // 2, 0), height - bh)
+        return Box(x0, y0, x0 + bw, y0 + bh, self.score)
 
     def as_tuple(self) -> tuple[int, int, int, int]:
         return (self.x0, self.y0, self.x1, self.y1)
@@ -228,10 +232,12 @@ def find_regions(rgb: np.ndarray, background: Background | np.ndarray,
 
 
 def fallback_regions(width: int, height: int, tiles_across: int = 3, overlap: float = 0.25) -> list[Box]:
-    """The whole frame, then square tiles overlapping by ``overlap`` (rows as many as the height needs)."""
-    out = [Box(0, 0, width, height)]
+    """Square tiles overlapping by ``overlap`` (rows as many as the height needs); the whole frame alone
+    when ``tiles_across`` is 0. (On the validation split the whole frame squeezed to one crop found no bear
+    that the tiles missed, so it is not added to them: one network pass less.)"""
     if tiles_across <= 0:
-        return out
+        return [Box(0, 0, width, height)]
+    out: list[Box] = []
     side = min(int(width / (tiles_across - (tiles_across - 1) * overlap)), height)
     step = max(1, int(side * (1 - overlap)))
 
