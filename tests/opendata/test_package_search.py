@@ -222,3 +222,12 @@ def test_two_character_words_match_like_a_substring_search(ckan: Ckan, tokens: T
     ckan.ok("package_patch", tokens.sapporo, id="pop", title="人の流れ")  # the index follows edits
     assert {r["name"] for r in ckan.ok("package_search", q="人口")["results"]} == set()
     assert {r["name"] for r in ckan.ok("package_search", q="流れ")["results"]} == {"pop"}
+
+
+def test_quotes_and_backslashes_in_two_character_words(ckan: Ckan, tokens: Tokens,
+                                                      orgs: dict[str, Any]) -> None:
+    """A pair holding a quote or a backslash is still a literal (PostgreSQL builds a tsquery lexeme of it)."""
+    ckan.ok("package_create", tokens.sapporo, name="odd", title="a'b と c\\d", owner_org="sapporo")
+    for word in ("a'", "'b", "c\\", "\\d", "と "):
+        found = {r["name"] for r in ckan.ok("package_search", q=word)["results"]}
+        assert found == {"odd"}, word

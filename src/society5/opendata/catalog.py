@@ -712,7 +712,8 @@ def save_package(conn: Connection, doc: dict[str, Any], org: Mapping[str, Any],
         conn.execute(sa.text("INSERT INTO opendata_package_bigrams(rowid, text) VALUES (:seq, :text)"),
                      {"seq": seq, "text": " ".join(bigram_list(values["search_text"]))})
     elif conn.dialect.name == "postgresql":
-        conn.execute(sa.text("UPDATE opendata_packages SET search_bigrams = :pairs WHERE seq = :seq"),
+        conn.execute(sa.text("UPDATE opendata_packages SET search_bigrams = "
+                             "array_to_tsvector(CAST(:pairs AS text[])) WHERE seq = :seq"),
                      {"seq": seq, "pairs": bigram_list(values["search_text"])})
     return seq
 

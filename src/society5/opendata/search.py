@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.engine import Connection
 
 from society5.core.auth import Principal
@@ -271,8 +271,10 @@ def text_match(conn: Connection, word: str, column: sa.ColumnElement[str] = P.c.
             # the bigram table's tokenizer splits at ASCII punctuation: such pairs are scanned for instead
             return P.c.seq.in_(_fts_hits("opendata_package_bigrams", word))
     if column is P.c.search_text and conn.dialect.name == "postgresql" and len(word) == 2:
-        return sa.literal_column("opendata_packages.search_bigrams").op("@>")(
-            sa.literal([word], ARRAY(sa.Text)))  # GIN lookup (pg_trgm serves longer words)
+        # the pair as one quoted tsquery lexeme, looked up in the GIN index (pg_trgm serves longer words)
+        lexeme = "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+        return sa.literal_column("opendata_packages.search_bigrams").op("@@")(
+            sa.cast(sa.literal(lexeme), TSQUERY))
     return column.like(_like(word), escape="\\")
 
 
