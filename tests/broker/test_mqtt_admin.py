@@ -69,6 +69,8 @@ def test_the_api_filters_and_pages(site: TestClient, platform: Platform) -> None
     page = site.get(URL, params={"limit": 1, "offset": 1}, headers=admin).json()
     assert page["total"] == 2 and [d["payload"] for d in page["deadLetters"]] == ["{oops"]
     assert site.get(URL, params={"limit": 0}, headers=admin).status_code == 400
+    huge = site.get(URL, params={"offset": 2**63}, headers=admin)  # beyond SQLite's integers: 4xx
+    assert huge.status_code == 400 and "offset" in huge.text
 
 
 def test_the_admin_page_in_japanese_and_english(site: TestClient) -> None:

@@ -52,7 +52,7 @@ async def list_dead_letters(
     request: Request,
     tenant: str | None = Query(None, description="only this tenant's dead letters"),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**53, description="items to skip (at most 2^53)"),
 ) -> dict[str, Any]:
     require_admin(principal_of(request))
     return await run_in_threadpool(dead_letter_page, platform_of(request), tenant, limit, offset)

@@ -135,7 +135,7 @@ def list_deliveries(request: Request,
                         None, description="only this status"),
                     recipient: str | None = Query(None, description="only this recipient"),
                     request_id: str | None = Query(None, alias="request", description="only one tell() call"),
-                    limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+                    limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=2**53),
                     tenant: str | None = TenantHeader) -> list[dict[str, Any]]:
     notifier, name = _notifier(request, tenant)
     found = notifier.deliveries.list(name, status=status, recipient=recipient, request=request_id,
