@@ -208,10 +208,10 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 90.0) -> None:
+    def start(self, timeout_s: float = 90.0, extra_env: dict[str, str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOCIETY5_")}
         env.update({"SOCIETY5_AUTH": "off", "SOCIETY5_DATABASE_URL": self.database_url,
-                    "SOCIETY5_DEMO": "false", "SOCIETY5_LOG_LEVEL": "WARNING"})
+                    "SOCIETY5_DEMO": "false", "SOCIETY5_LOG_LEVEL": "WARNING", **(extra_env or {})})
         cmd = [*server_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,

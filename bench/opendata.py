@@ -28,7 +28,6 @@ import csv
 import importlib.util
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -115,30 +114,9 @@ class Server(bb.Server):  # type: ignore[misc]
         super().__init__(database_url, workdir / "server.log")
         self.workdir = workdir
 
-    def start(self, timeout_s: float = 90.0) -> None:
-        env_start(self, timeout_s)
-
-
-def env_start(server: Server, timeout_s: float) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCIETY5_")}
-    env.update({"SOCIETY5_AUTH": "off", "SOCIETY5_DATABASE_URL": server.database_url,
-                "SOCIETY5_DEMO": "false",
-                "SOCIETY5_LOG_LEVEL": "WARNING", "SOCIETY5_OPENDATA_DIR": str(server.workdir / "opendata")})
-    cmd = [*bb.server_command(), "serve", "--host", "127.0.0.1", "--port", str(server.port)]
-    with server.log_path.open("wb") as log:
-        server.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"the server exited ({server.proc.returncode}):\n{server.log_tail()}")
-        try:
-            if httpx.get(server.base + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the server did not answer /healthz within {timeout_s:.0f} s:\n{server.log_tail()}")
+    def start(self, timeout_s: float = 90.0, extra_env: dict[str, str] | None = None) -> None:
+        uploads = {"SOCIETY5_OPENDATA_DIR": str(self.workdir / "opendata")}
+        super().start(timeout_s, {**uploads, **(extra_env or {})})
 
 
 def act(client: httpx.Client, name: str, body: dict[str, Any]) -> Any:
