@@ -56,7 +56,6 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """uvicorn in a background thread on a free loopback port, with auth on and the seed data loaded."""
-    import uvicorn
 
     from society5.broker.service import service as broker_service
     from society5.web.app import create_app
@@ -69,6 +68,13 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     plat.tenants.ensure(SAPPORO, name="札幌市", name_en="Sapporo", lat=43.06, lon=141.35)
     plat.parts["broker"].upsert(SAPPORO, seed_entities())
     plat.users.create(STAFF_USER, STAFF_PASSWORD, "operator", SAPPORO, "札幌市 職員")
+
+    yield from serve_in_thread(app, plat)
+
+
+def serve_in_thread(app: Any, plat: Platform) -> Iterator[LiveServer]:
+    """Run ``app`` under uvicorn on a free loopback port in a thread; closes the platform afterwards."""
+    import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="e2e-uvicorn", daemon=True)

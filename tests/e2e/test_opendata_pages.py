@@ -4,8 +4,6 @@ publishing a dataset (a bad file refused with its report, then a good one), and 
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from society5.core.platform import Platform
 from society5.opendata import actions, samples
 from society5.opendata.actions import ActionContext, Upload
 from tests.conftest import make_settings
-from tests.e2e.conftest import STAFF_PASSWORD, STAFF_USER, LiveServer
+from tests.e2e.conftest import STAFF_PASSWORD, STAFF_USER, LiveServer, serve_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -46,7 +44,6 @@ def _seed(plat: Platform, folder: Path) -> None:
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """uvicorn on a loopback port with the web shell (login, stylesheet) and the open-data service."""
-    import uvicorn
 
     from society5.opendata.service import service as opendata_service
     from society5.web.app import create_app
@@ -59,19 +56,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     app = create_app(settings, services=[web_service, opendata_service], platform=plat)
     plat.users.create(STAFF_USER, STAFF_PASSWORD, "operator", "011002", "札幌市 職員")
     _seed(plat, folder)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="e2e-opendata", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield LiveServer(url=f"http://127.0.0.1:{port}", platform=plat)
-    server.should_exit = True
-    thread.join(timeout=10)
-    plat.close()
+    yield from serve_in_thread(app, plat)
 
 
 def count(page: Any) -> int:
