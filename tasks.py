@@ -70,7 +70,7 @@ def ensure_client_venv() -> None:
 
 
 def demo(args: list[str]) -> None:
-    ensure_venv("")
+    ensure_venv("bears")
     os.execv(str(BIN / "society5"), [str(BIN / "society5"), "demo", *args])
 
 

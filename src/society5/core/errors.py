@@ -17,6 +17,7 @@
         ├── UnsupportedMediaType       415
         ├── NotAcceptable              406
         ├── OperationNotSupported      422
+        ├── TooManyRequests            429 a client sent more than its share (rate limits)
         └── ContextNotAvailable        503 an @context could not be resolved (``LdContextNotAvailable``)
 
 Third-party errors are translated at the boundary (``raise Unavailable(...) from err``). The broker renders
@@ -113,6 +114,10 @@ class OperationNotSupported(ApiError):
 
 class ContextNotAvailable(ApiError):
     status, code = 503, "LdContextNotAvailable"
+
+
+class TooManyRequests(ApiError):
+    status, code = 429, "TooManyRequests"
 
 
 class Unavailable(ApiError):

@@ -86,6 +86,24 @@ class Settings(BaseSettings):
     opendata_site_url: str = ""
     opendata_site_title: str = "北海道オープンデータ"
     opendata_publisher: str = "北海道"
+    # ヒグマ service (society5.services.bears): images and thumbnails under BEARS_DIR. A camera detection at or
+    # above BEARS_SIGHTING_THRESHOLD creates a sighting, at or above BEARS_ALERT_THRESHOLD it also alerts before
+    # staff verify it. Person images are deleted after BEARS_PERSON_RETENTION_H hours and never published.
+    # Resident reports: at most BEARS_REPORT_LIMIT per client per hour. Public and open-data locations are
+    # rounded to BEARS_PUBLIC_DECIMALS decimal degrees (3 ≈ 100 m). Reports within BEARS_MERGE_M metres and
+    # BEARS_MERGE_MINUTES of each other are proposed to staff as one event.
+    bears_dir: str = "./var/bears"
+    bears_classifier: str = ""  # "package.module:factory" of another Classifier; empty: EfficientNet-Lite0
+    bears_sighting_threshold: float = Field(default=0.5, ge=0, le=1)
+    bears_alert_threshold: float = Field(default=0.85, ge=0, le=1)
+    bears_person_retention_h: float = Field(default=24.0, gt=0)
+    bears_max_image_mb: int = Field(default=20, ge=1)
+    bears_report_limit: int = Field(default=5, ge=1)
+    bears_public_decimals: int = Field(default=3, ge=1, le=6)
+    bears_merge_m: float = Field(default=1000.0, gt=0)
+    bears_merge_minutes: float = Field(default=120.0, gt=0)
+    bears_alert_hours: float = Field(default=6.0, gt=0)
+    bears_watch_dir: str = ""  # a folder trail cameras push images into (FTP/e-mail drop); empty: off
 
     @field_validator("database_url")
     @classmethod

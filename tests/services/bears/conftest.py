@@ -51,3 +51,35 @@ def paste_subject(img: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray
         body = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2 <= 1
         out[y:y + h, x:x + w][body] = (60, 40, 25)
     return out
+
+
+# -- the service in an app -----------------------------------------------------------------------------------
+TENANT = "011002"  # 札幌市
+OTHER_TENANT = "012106"  # 岩見沢市
+
+
+@pytest.fixture
+def bears_platform(platform):  # type: ignore[no-untyped-def]
+    """The platform (SQLite and PostgreSQL) with the broker started and two municipalities as tenants."""
+    from society5.broker.service import start
+
+    start(platform)
+    platform.tenants.ensure(TENANT, name="札幌市")
+    platform.tenants.ensure(OTHER_TENANT, name="岩見沢市")
+    return platform
+
+
+@pytest.fixture
+def bears_client(bears_platform):  # type: ignore[no-untyped-def]
+    """An in-process client of an app with the broker, notify and bears services (auth off: all allowed)."""
+    from fastapi.testclient import TestClient
+
+    from society5.broker.service import service as broker_service
+    from society5.notify.service import service as notify_service
+    from society5.services.bears.service import service as bears_service
+    from society5.web.app import create_app
+
+    app = create_app(bears_platform.settings, services=[broker_service, notify_service, bears_service],
+                     platform=bears_platform)
+    with TestClient(app) as c:
+        yield c

@@ -1,0 +1,5 @@
+"""(being built)"""
+
+from society5.core.service import Job
+
+JOBS: tuple[Job, ...] = ()
