@@ -86,9 +86,10 @@ class Settings(BaseSettings):
     opendata_site_url: str = ""
     opendata_site_title: str = "北海道オープンデータ"
     opendata_publisher: str = "北海道"
-    # ヒグマ service (society5.services.bears): images and thumbnails under BEARS_DIR. A camera detection at or
-    # above BEARS_SIGHTING_THRESHOLD creates a sighting, at or above BEARS_ALERT_THRESHOLD it also alerts before
-    # staff verify it. Person images are deleted after BEARS_PERSON_RETENTION_H hours and never published.
+    # ヒグマ service (society5.services.bears): images and thumbnails under BEARS_DIR. A camera detection
+    # at or above BEARS_SIGHTING_THRESHOLD creates a sighting, at or above BEARS_ALERT_THRESHOLD it also
+    # alerts before staff verify it. Person images are never published and are deleted after
+    # BEARS_PERSON_RETENTION_H hours.
     # Resident reports: at most BEARS_REPORT_LIMIT per client per hour. Public and open-data locations are
     # rounded to BEARS_PUBLIC_DECIMALS decimal degrees (3 ≈ 100 m). Reports within BEARS_MERGE_M metres and
     # BEARS_MERGE_MINUTES of each other are proposed to staff as one event.

@@ -42,8 +42,8 @@ def test_verify_and_merge_over_http(bears_client) -> None:
     b = bears_client.post("/bears/sightings", json=body(source="resident", lat=43.0245), headers=H).json()
     assert b["state"] == "unverified"
     assert len(bears_client.get("/bears/proposals", headers=H).json()) == 1
-    r = bears_client.post(f"/bears/sightings/{b['id']}/verify", json={"state": "rejected", "note": "見間違い"},
-                          headers=H)
+    r = bears_client.post(f"/bears/sightings/{b['id']}/verify",
+                          json={"state": "rejected", "note": "見間違い"}, headers=H)
     assert r.json()["state"] == "rejected"
     r = bears_client.post(f"/bears/sightings/{a['id']}/merge", json={"others": [b["id"]]}, headers=H)
     assert r.status_code == 200 and r.json()["report_count"] == 2

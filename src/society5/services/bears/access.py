@@ -18,8 +18,8 @@ from society5.core.http import platform_of, principal_of
 
 TenantHeader = Header(default=None, alias="NGSILD-Tenant",
                       description="tenant: the municipality's 団体コード (default tenant when absent)")
-PUBLIC_FIELDS = ("id", "observed_at", "municipality", "municipality_name", "area_name", "kind", "trace", "count",
-                 "cubs", "behaviour", "direction", "source", "state", "alert_level", "report_count")
+PUBLIC_FIELDS = ("id", "observed_at", "municipality", "municipality_name", "area_name", "kind", "trace",
+                 "count", "cubs", "behaviour", "direction", "source", "state", "alert_level", "report_count")
 
 
 def tenant_name(value: str | None) -> str:

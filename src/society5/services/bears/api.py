@@ -1,4 +1,5 @@
-"""HTTP API of sightings at ``/bears``: staff create, verify, correct and merge; the public reads a rounded view.
+"""HTTP API of sightings at ``/bears``: staff create, verify, correct and merge; the public reads a
+rounded view.
 
 Errors use the platform's non-broker shape ``{"error": {"code", "title", "detail", "status"}}``; the detail
 names the field first (``lat/lon: … is in the sea``) and says it in Japanese too.
@@ -30,7 +31,8 @@ class VerifyIn(BaseModel):
 
 class MergeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    others: list[str] = Field(min_length=1, max_length=100, description="sighting ids that are the same event")
+    others: list[str] = Field(min_length=1, max_length=100,
+                              description="sighting ids that are the same event")
 
 
 def _kinds(value: str | None) -> list[str] | None:
@@ -53,7 +55,8 @@ def feature(s: dict[str, Any]) -> dict[str, Any]:
             "geometry": {"type": "Point", "coordinates": [s["lon"], s["lat"]]} if "lat" in s else None}
 
 
-def public_sightings(platform: Any, tenants: list[str], days: float, kinds: list[str] | None) -> list[dict[str, Any]]:
+def public_sightings(platform: Any, tenants: list[str], days: float,
+                     kinds: list[str] | None) -> list[dict[str, Any]]:
     store = sightings_of(platform)
     decimals = platform.settings.bears_public_decimals
     out: list[dict[str, Any]] = []
@@ -110,7 +113,8 @@ def create_sighting(request: Request, body: SightingIn, tenant: str | None = acc
 
 
 @router.get("/sightings/{sighting_id}", summary="One sighting")
-def get_sighting(request: Request, sighting_id: str, tenant: str | None = access.TenantHeader) -> dict[str, Any]:
+def get_sighting(request: Request, sighting_id: str,
+                 tenant: str | None = access.TenantHeader) -> dict[str, Any]:
     name = access.tenant_name(tenant)
     platform = platform_of(request)
     s = sightings_of(platform).get(name, sighting_id)

@@ -56,7 +56,7 @@ def on_land(lat: float, lon: float) -> bool:
 
 
 def check_location(lat: float, lon: float) -> None:
-    """Raise :class:`OutsideHokkaido` (with a message for the person who sent it) unless the point is usable."""
+    """Raise :class:`OutsideHokkaido` (the message is for the sender) unless the point is usable."""
     if not (-90 <= lat <= 90 and -180 <= lon <= 180) or math.isnan(lat) or math.isnan(lon):
         raise OutsideHokkaido(f"({lat}, {lon}) is not a latitude/longitude / 緯度経度として正しくありません")
     if not in_ring(lat, lon):

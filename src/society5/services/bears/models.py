@@ -44,7 +44,7 @@ def entity_id(tenant: str, key: str) -> str:
 
 
 class SightingIn(BaseModel):
-    """What a report says. Times are ISO 8601 (a time without an offset is taken as JST, as people write it)."""
+    """What a report says. Times are ISO 8601; one without an offset is taken as JST, as people write it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,14 +54,17 @@ class SightingIn(BaseModel):
     lon: float = Field(ge=-180, le=180, description="longitude (WGS84)", examples=[141.3221])
     accuracy_m: float | None = Field(default=None, ge=0, le=50_000, description="location accuracy (m)")
     area_name: str | None = Field(default=None, max_length=200, description="place name: 地区, 目標物")
-    kind: Kind = Field(default="sighting", description="sighting 目撃 / trace 痕跡 / damage 被害 / injury 人身被害")
+    kind: Kind = Field(default="sighting",
+                       description="sighting 目撃 / trace 痕跡 / damage 被害 / injury 人身被害")
     trace: Trace | None = Field(default=None, description="for kind=trace: what was found")
     count: int = Field(default=1, ge=0, le=50, description="bears seen (0: only signs)")
     cubs: int = Field(default=0, ge=0, le=20, description="of them, cubs (子グマ)")
     behaviour: Behaviour = Field(default="unknown", description="what the bear did")
     direction: Direction = Field(default="unknown", description="where it went")
-    distance_homes_m: float | None = Field(default=None, ge=0, le=100_000, description="to the nearest homes (m)")
-    distance_school_m: float | None = Field(default=None, ge=0, le=100_000, description="to the nearest school (m)")
+    distance_homes_m: float | None = Field(default=None, ge=0, le=100_000,
+                                           description="to the nearest homes (m)")
+    distance_school_m: float | None = Field(default=None, ge=0, le=100_000,
+                                            description="to the nearest school (m)")
     description: str | None = Field(default=None, max_length=2000, description="free text")
     source: Source = Field(default="staff", description="who saw it")
     camera_id: str | None = Field(default=None, max_length=200, description="CameraTrap entity id (cameras)")
@@ -143,7 +146,8 @@ def to_entity(tenant: str, key: str, s: SightingIn, *, municipality: str, munici
 
 
 FLAT = {  # entity attribute → flat field
-    "dateObserved": "observed_at", "municipalityCode": "municipality", "municipalityName": "municipality_name",
+    "dateObserved": "observed_at", "municipalityCode": "municipality",
+    "municipalityName": "municipality_name",
     "sightingKind": "kind", "traceKind": "trace", "bearCount": "count", "cubCount": "cubs",
     "behaviour": "behaviour", "direction": "direction", "source": "source", "verificationStatus": "state",
     "locationAccuracy": "accuracy_m", "areaName": "area_name", "distanceToHomes": "distance_homes_m",

@@ -49,5 +49,6 @@ service = Service(
     simulate=simulate.run,
     on_startup=_startup,
     background=_background,
-    extra={"description_en": "Camera-trap AI, sightings from residents and staff, area alerts, the sighting map."},
+    extra={"description_en": "Camera-trap AI, sightings from residents and staff, area alerts, "
+                             "the sighting map."},
 )

@@ -26,7 +26,7 @@ from society5.services.bears.models import SightingIn
 log = logging.getLogger(__name__)
 
 # Called as listener(platform, tenant, sighting, event) after a change is stored; event is one of
-# "created", "verified", "rejected", "updated", "merged". A failing listener is logged, never undoes the write.
+# "created", "verified", "rejected", "updated", "merged". A failing listener is logged; the write stands.
 Listener = Callable[[Any, str, dict[str, Any], str], None]
 listeners: list[Listener] = []
 
@@ -90,12 +90,14 @@ class Sightings:
             self._check_rate(client)
         muni = geo.nearest_municipality(s.lat, s.lon)
         key = uuid.uuid4().hex[:16]
-        ent = models.to_entity(tenant, key, s, municipality=muni.code, municipality_name=muni.name, state=state)
+        ent = models.to_entity(tenant, key, s, municipality=muni.code, municipality_name=muni.name,
+                               state=state)
         self.broker.upsert(tenant, [ent], mode="replace")
         if client is not None:
             with self.platform.engine.begin() as conn:
                 conn.execute(tables.reports.insert().values(
-                    sighting_id=ent["id"], tenant=tenant, client=client, contact=contact, created_at=now_iso()))
+                    sighting_id=ent["id"], tenant=tenant, client=client, contact=contact,
+                    created_at=now_iso()))
         flat = models.from_entity(ent)
         self._tell(tenant, flat, "created")
         if state == "verified":  # recorded by staff or police: verified by its author
@@ -163,12 +165,13 @@ class Sightings:
 
     def set_attrs(self, tenant: str, sighting_id: str, attrs: dict[str, Any]) -> None:
         """Write service-owned attributes (``alertLevel``, ``photo`` …) without telling listeners."""
-        self.broker.upsert(tenant, [{"id": sighting_id, "type": models.ENTITY_TYPE, **{
-            k: ({"type": "Property", "value": v} if not isinstance(v, dict) else v) for k, v in attrs.items()}}],
-            mode="update")
+        update: dict[str, Any] = {"id": sighting_id, "type": models.ENTITY_TYPE}
+        for name, value in attrs.items():
+            update[name] = value if isinstance(value, dict) else {"type": "Property", "value": value}
+        self.broker.upsert(tenant, [update], mode="update")
 
     def merge(self, tenant: str, primary_id: str, other_ids: list[str], who: str) -> dict[str, Any]:
-        """Make ``other_ids`` part of ``primary_id``'s event; the originals are kept, marked ``mergedInto``."""
+        """Make ``other_ids`` part of ``primary_id``'s event; originals are kept, marked ``mergedInto``."""
         others = [i for i in dict.fromkeys(other_ids) if i != primary_id]
         if not others:
             raise BadRequest("others: name at least one sighting other than the primary")
