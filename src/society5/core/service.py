@@ -45,7 +45,7 @@ class Service:
     on_shutdown: Callable[[Any], object] | None = None
     # Started with the platform when the server starts serving (not when an app is merely built, as tests do);
     # returns an object whose ``stop()`` is called at shutdown. For long-running loops: bridges, dispatchers.
-    background: Callable[[Any], Any] | None = None
+    background: Callable[[Any], Any] | None = None  # may return None: nothing to run
     # ASGI middleware classes (``cls(app)``) wrapped around the whole app, e.g. a fast path for hot routes.
     middleware: tuple[Callable[[Any], Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)

@@ -54,7 +54,9 @@ def create_app(
 
             runner = JobRunner(plat, jobs)
             runner.start()
-        running = [svc.background(plat) for svc in services if svc.background is not None]
+        # A background hook may find nothing to run (no folder or MQTT configured) and return None.
+        started = (svc.background(plat) for svc in services if svc.background is not None)
+        running = [worker for worker in started if worker is not None]
         if plat.outbox.handlers:
             running.append(plat.outbox.start())
         try:

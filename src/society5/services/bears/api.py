@@ -7,6 +7,7 @@ names the field first (``lat/lon: … is in the sea``) and says it in Japanese t
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from society5.core.errors import BadRequest, NotFound
 from society5.core.http import platform_of, principal_of
 from society5.services.bears import access, models
 from society5.services.bears.models import SightingIn
-from society5.services.bears.sightings import SightingPatch, sightings_of
+from society5.services.bears.sightings import SightingPatch, listeners, sightings_of
 
 router = APIRouter(tags=["bears"])
 KindQ = Query(None, description="only these kinds (sighting, trace, damage, injury), comma-separated")
@@ -55,8 +56,48 @@ def feature(s: dict[str, Any]) -> dict[str, Any]:
             "geometry": {"type": "Point", "coordinates": [s["lon"], s["lat"]]} if "lat" in s else None}
 
 
+PUBLIC_CACHE_SECONDS = 15.0  # the public map asks every tenant (one broker query each) on every load
+PUBLIC_CACHE_KEYS = 256
+
+
+def _public_cache(platform: Any) -> dict[Any, tuple[float, Any]]:
+    cache: dict[Any, tuple[float, Any]] | None = platform.parts.get("bears.public_cache")
+    if cache is None:
+        cache = platform.parts["bears.public_cache"] = {}
+    return cache
+
+
+def _cached(platform: Any, key: Any, make: Any) -> Any:
+    """``make()`` at most once per PUBLIC_CACHE_SECONDS per key; a change to any sighting forgets it all."""
+    cache = _public_cache(platform)
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    value = make()
+    if len(cache) >= PUBLIC_CACHE_KEYS:
+        cache.clear()
+    cache[key] = (now + PUBLIC_CACHE_SECONDS, value)
+    return value
+
+
+def forget_public(platform: Any, tenant: str = "", sighting: Any = None, event: str = "") -> None:
+    """Listener: a new or changed sighting shows on the public map at once (in this process; others
+    within PUBLIC_CACHE_SECONDS)."""
+    _public_cache(platform).clear()
+
+
+listeners.append(forget_public)
+
+
 def public_sightings(platform: Any, tenants: list[str], days: float,
                      kinds: list[str] | None) -> list[dict[str, Any]]:
+    key = ("sightings", tuple(tenants), float(days), tuple(kinds or ()))
+    return list(_cached(platform, key, lambda: _public_sightings(platform, tenants, days, kinds)))
+
+
+def _public_sightings(platform: Any, tenants: list[str], days: float,
+                      kinds: list[str] | None) -> list[dict[str, Any]]:
     store = sightings_of(platform)
     decimals = platform.settings.bears_public_decimals
     out: list[dict[str, Any]] = []
@@ -72,7 +113,8 @@ def public_sightings(platform: Any, tenants: list[str], days: float,
 def public_tenants(platform: Any, tenant: str | None) -> list[str]:
     if tenant:
         return [access.tenant_name(tenant)]
-    return [str(t["code"]) for t in platform.tenants.list() if t["code"] != "default"] or ["default"]
+    return list(_cached(platform, "tenants", lambda: [
+        str(t["code"]) for t in platform.tenants.list() if t["code"] != "default"] or ["default"]))
 
 
 @router.get("/sightings", summary="Sightings of the tenant (staff: all fields; others: the public view)")

@@ -87,7 +87,7 @@ class Sightings:
         except geo.OutsideHokkaido as err:
             raise BadRequest(f"lat/lon: {err}") from None
         if client is not None:
-            self._check_rate(client)
+            self.check_rate(client)
         muni = geo.nearest_municipality(s.lat, s.lon)
         key = uuid.uuid4().hex[:16]
         ent = models.to_entity(tenant, key, s, municipality=muni.code, municipality_name=muni.name,
@@ -112,7 +112,7 @@ class Sightings:
         except ValidationError as err:
             raise BadRequest(validation_message(err)) from None
 
-    def _check_rate(self, client: str) -> None:
+    def check_rate(self, client: str) -> None:
         since = iso(datetime.now(UTC) - timedelta(hours=1))
         with self.platform.engine.connect() as conn:
             n = conn.execute(sa.select(sa.func.count()).select_from(tables.reports).where(
