@@ -96,3 +96,17 @@ def bears(
     """
     _run_script("bears.py", [*(["--images", images] if images else []), *(["--quick"] if quick else []),
                              *ctx.args])
+
+
+@bench_app.command("bears-alerts", context_settings=PASS_THROUGH)
+def bears_alerts(
+    ctx: typer.Context,
+    database_url: str = typer.Option(None, "--database-url", help=DATABASE_HELP),
+    quick: bool = typer.Option(False, "--quick", help="200 subscribers: a smoke test, not a measurement"),
+) -> None:
+    """Benchmark alert fan-out: a verified sighting inside 10,000 subscribers' areas, to a local webhook and
+    SMTP sink; the last line holds the p99 and the count delivered. / 警報配信のベンチマーク
+
+    Other options of bench/bears_alerts.py (--subscribers, --channel, --timeout) are passed through.
+    """
+    _run_script("bears_alerts.py", [*_common(database_url, quick), *ctx.args])

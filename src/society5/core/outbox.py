@@ -64,6 +64,9 @@ class Message:
 Handler = Callable[[Message], object]
 # Called after a message reached a final state or failed an attempt: (message, status, error or None).
 Observer = Callable[[Message, str, "str | None"], object]
+# Called once per recorded batch with every (message, status, error) of it: lets an observer write its own
+# bookkeeping for a batch in one statement instead of one transaction per message.
+BatchObserver = Callable[[list[tuple[Message, str, "str | None"]]], object]
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Outbox:
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     handlers: dict[str, Handler] = field(default_factory=dict)
     observers: list[Observer] = field(default_factory=list)
+    batch_observers: list[BatchObserver] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._wake = threading.Event()
@@ -245,6 +249,13 @@ class Outbox:
                     observer(message, status, error)
                 except Exception:
                     log.exception("outbox observer failed")
+        if self.batch_observers:
+            batch = [(message, status, error) for message, status, _values, error in outcomes]
+            for batch_observer in self.batch_observers:
+                try:
+                    batch_observer(batch)
+                except Exception:
+                    log.exception("outbox batch observer failed")
 
     def _bookkeeping(self, conn: Connection) -> None:
         # Claims and outcomes need not wait for PostgreSQL's WAL flush: one lost in a crash only means the

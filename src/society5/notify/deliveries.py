@@ -100,6 +100,17 @@ class DeliveryLog:
                                 .values(**values))
         return bool(done.rowcount)
 
+    def mark_sent(self, items: Sequence[tuple[str, int]]) -> None:
+        """Mark many deliveries (id, attempts) sent in one statement; those no longer open are left alone."""
+        now = now_iso()
+        stmt = (table.update()
+                # OR, not IN: an expanding IN cannot be part of an executemany.
+                .where(table.c.id == sa.bindparam("did"), sa.or_(*(table.c.status == s for s in OPEN)))
+                .values(status=SENT, attempts=sa.bindparam("n"), last_error=None, updated_at=now,
+                        sent_at=now))
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [{"did": d, "n": n} for d, n in items])
+
     def tried(self, conn: Connection, request: str, recipient: str) -> set[str]:
         rows = conn.execute(sa.select(table.c.channel)
                             .where(table.c.request == request, table.c.recipient == recipient))

@@ -55,6 +55,7 @@ class Notifier:
         """Become the outbox's handler for deliveries (once per platform)."""
         self.outbox.register(KIND, self.handle)
         self.outbox.observers.append(self.observe)
+        self.outbox.batch_observers.append(self.observe_sent)
         return self
 
     def close(self) -> None:
@@ -65,13 +66,16 @@ class Notifier:
 
     def tell(self, recipients: Iterable[str], template: str, context: Mapping[str, Any], *, tenant: str,
              conn: Connection | None = None, urgent: bool = False,
-             channels: Sequence[str] | None = None, all_channels: bool = False) -> list[str]:
+             channels: Sequence[str] | None = None, all_channels: bool = False,
+             personal: Callable[[Recipient], Mapping[str, Any]] | None = None) -> list[str]:
         """Queue ``template`` for each recipient id of ``tenant``; returns the new delivery ids.
 
         Inactive recipients are skipped; an unknown one is an error (nothing is queued). ``channels``
         restricts which channels may be used; ``all_channels`` sends on every one at once instead of
-        escalating. ``urgent`` messages ignore quiet hours. A template error (unknown name, a missing
-        variable) raises ``BadRequest`` before anything is written.
+        escalating. ``urgent`` messages ignore quiet hours. ``personal(recipient)`` adds variables of one
+        recipient (an unsubscribe link) to the context; the text is then rendered per recipient instead of
+        once per language. A template error (unknown name, a missing variable) raises ``BadRequest`` before
+        anything is written.
         """
         if isinstance(recipients, str):  # one id; iterating it would tell each of its letters
             recipients = [recipients]
@@ -85,14 +89,19 @@ class Notifier:
         if conn is None:
             with self.engine.begin() as own:
                 return self._tell(own, list(recipients), template, context, tenant, urgent, channels,
-                                  all_channels)
-        return self._tell(conn, list(recipients), template, context, tenant, urgent, channels, all_channels)
+                                  all_channels, personal)
+        return self._tell(conn, list(recipients), template, context, tenant, urgent, channels, all_channels,
+                          personal)
 
     def _tell(self, conn: Connection, ids: list[str], template: str, context: Mapping[str, Any], tenant: str,
-              urgent: bool, channels: Sequence[str] | None, all_channels: bool) -> list[str]:
+              urgent: bool, channels: Sequence[str] | None, all_channels: bool,
+              personal: Callable[[Recipient], Mapping[str, Any]] | None = None) -> list[str]:
+        wanted = list(dict.fromkeys(ids))
+        # One query for many recipients: an area alert tells thousands at once.
+        loaded = self.recipients.find_many(tenant, wanted, conn)
         people = []
-        for rid in dict.fromkeys(ids):
-            found = self.recipients.find(tenant, rid, conn)
+        for rid in wanted:
+            found = loaded.get(rid)
             if found is None:
                 raise NotFound(f"recipients: no recipient {rid!r} in tenant {tenant!r}")
             if found.active:
@@ -105,12 +114,12 @@ class Notifier:
             if not route:
                 log.info("recipient %s/%s has no usable channel for %s", tenant, person.id, template)
                 continue
-            if person.language not in rendered:
-                try:
-                    rendered[person.language] = self.templates.render(template, context, person.language)
-                except TemplateError as err:
-                    raise BadRequest(f"template: {err}") from err
-            text = rendered[person.language]
+            if personal is not None:
+                text = self._render(template, {**context, **personal(person)}, person.language)
+            else:
+                if person.language not in rendered:
+                    rendered[person.language] = self._render(template, context, person.language)
+                text = rendered[person.language]
             wait = 0.0 if urgent else self._quiet_wait(person)
             routes = [[c] for c in route] if all_channels else [route]
             for one in routes:
@@ -127,6 +136,12 @@ class Notifier:
                                         for d, wait in created])
         return [d.id for d, _ in created]
 
+    def _render(self, template: str, context: Mapping[str, Any], lang: str) -> Rendered:
+        try:
+            return self.templates.render(template, context, lang)
+        except TemplateError as err:
+            raise BadRequest(f"template: {err}") from err
+
     def _quiet_wait(self, person: Recipient) -> float:
         q = person.quiet_hours
         if q is None:
@@ -136,10 +151,12 @@ class Notifier:
     # -- delivering (called by the outbox) -------------------------------------------------------------------
 
     def handle(self, message: Message) -> None:
-        delivery = self.deliveries.get(message.payload["delivery"])
-        if delivery is None or delivery.status in (log_.SENT, log_.DEAD):
-            return  # pruned, or a duplicate after a crash: nothing left to do
-        person = self.recipients.find(delivery.tenant, delivery.recipient)
+        # One connection for both reads: a fan-out to thousands pays this per message.
+        with self.engine.connect() as conn:
+            delivery = self.deliveries.get(message.payload["delivery"], conn)
+            if delivery is None or delivery.status in (log_.SENT, log_.DEAD):
+                return  # pruned, or a duplicate after a crash: nothing left to do
+            person = self.recipients.find(delivery.tenant, delivery.recipient, conn)
         if person is None or not person.active:
             raise GiveUp(f"recipient {delivery.recipient!r} was removed or deactivated")
         address = person.channels.get(delivery.channel)
@@ -169,7 +186,7 @@ class Notifier:
             if message.attempts + 1 >= self.escalate_after and self._next_channel(delivery, person):
                 raise GiveUp(f"{type(err).__name__}: {err} (after {message.attempts + 1} attempts)") from err
             raise
-        self.deliveries.mark(delivery.id, log_.SENT, attempts=message.attempts + 1, last_error=None)
+        # Marked sent by observe_sent, with the rest of the outbox's batch, once the outbox recorded it done.
 
     def _defer_if(self, wait: float, delivery: Delivery, reason: str) -> None:
         if wait > 0:
@@ -185,6 +202,14 @@ class Notifier:
             self.deliveries.mark(delivery_id, log_.FAILED, attempts=message.attempts + 1, last_error=error)
         elif status == DEAD:
             self._dead(delivery_id, message.attempts + 1, error)
+
+    def observe_sent(self, outcomes: list[tuple[Message, str, str | None]]) -> None:
+        """Mark the deliveries of a recorded batch sent, in one statement (one per message made the log's
+        bookkeeping, not the receivers, the limit of a large fan-out)."""
+        sent = [(m.payload["delivery"], m.attempts + 1) for m, status, _e in outcomes
+                if m.kind == KIND and status == DONE]
+        if sent:
+            self.deliveries.mark_sent(sent)
 
     def _dead(self, delivery_id: str, attempts: int, error: str | None) -> None:
         if self.deliveries.mark(delivery_id, log_.DEAD, attempts=attempts, last_error=error):

@@ -250,6 +250,19 @@ class RecipientStore:
         except NotFound:
             return None
 
+    def find_many(self, tenant: str, rids: builtins.list[str],
+                  conn: Connection | None = None) -> dict[str, Recipient]:
+        """The recipients of ``tenant`` among ``rids`` (absent ids are left out), by id."""
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.find_many(tenant, rids, own)
+        found: dict[str, Recipient] = {}
+        for start in range(0, len(rids), 500):  # bound the number of bind parameters per query
+            chunk = rids[start:start + 500]
+            rows = conn.execute(sa.select(table).where(table.c.tenant == tenant, table.c.id.in_(chunk)))
+            found.update((r.id, _from_row(r)) for r in rows)
+        return found
+
     def list(self, tenant: str, tag: str | None = None, active: bool | None = None) -> list[Recipient]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(table).where(table.c.tenant == tenant).order_by(table.c.id))

@@ -43,6 +43,10 @@ images = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("delete_after", sa.String(32)),  # person images: deleted (files and all) after this time
     sa.Column("public", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("lat", sa.Float),  # where it was taken: the camera's place, or a drone's position
+    sa.Column("lon", sa.Float),
+    sa.Index("ix_bears_images_event", "event_id"),
+    sa.Index("ix_bears_images_sighting", "tenant", "sighting_id"),
     sa.Index("ix_bears_images_camera", "tenant", "camera_id", "taken_at"),
     sa.Index("ix_bears_images_delete", "delete_after"),
     sa.Index("ix_bears_images_sha", "tenant", "sha256"),
@@ -65,7 +69,11 @@ subscriptions = sa.Table(
     sa.Column("token", sa.String(64), nullable=False),  # confirm / unsubscribe links
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("confirmed_at", sa.String(32)),
+    sa.Column("client", sa.String(64)),  # public sign-ups: salted hash of the client address, for rate limits
     sa.Index("ix_bears_subscriptions_area", "lat", "lon"),
+    sa.Index("ix_bears_subscriptions_client", "client", "created_at"),
+    sa.Index("ix_bears_subscriptions_recipient", "tenant", "recipient_id"),
     sa.Index("ix_bears_subscriptions_muni", "municipality"),
     sa.Index("ix_bears_subscriptions_token", "token", unique=True),
 )
@@ -86,8 +94,13 @@ alerts = sa.Table(
     sa.Column("recipients", sa.Integer, nullable=False, server_default="0"),
     sa.Column("request_id", sa.String(36)),  # the notify request that fanned it out
     sa.Column("info", JsonDoc, nullable=False),  # headline, area, instruction … (CAP fields)
+    # active | cancelled | expired
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),  # +1 when a higher level re-alerts
+    sa.Column("updated_at", sa.String(32)),
     sa.UniqueConstraint("tenant", "sighting_id", name="uq_bears_alerts_sighting"),
     sa.Index("ix_bears_alerts_expires", "expires_at"),
+    sa.Index("ix_bears_alerts_status", "status", "expires_at"),
 )
 
 dispatches = sa.Table(
@@ -103,7 +116,9 @@ dispatches = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # open | assigned | done | cancelled
     sa.Column("assignee", sa.String(200)),
     sa.Column("note", sa.Text),
+    sa.Column("created_by", sa.String(200)),  # a staff name, or "auto" for a confident camera detection
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("updated_at", sa.String(32), nullable=False),
+    sa.Index("ix_bears_dispatches_sighting", "tenant", "sighting_id"),
     sa.Index("ix_bears_dispatches_tenant", "tenant", "status"),
 )

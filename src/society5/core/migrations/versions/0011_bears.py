@@ -47,7 +47,11 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("delete_after", sa.String(32)),
         sa.Column("public", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("lat", sa.Float),
+        sa.Column("lon", sa.Float),
     )
+    op.create_index("ix_bears_images_event", "bears_images", ["event_id"])
+    op.create_index("ix_bears_images_sighting", "bears_images", ["tenant", "sighting_id"])
     op.create_index("ix_bears_images_camera", "bears_images", ["tenant", "camera_id", "taken_at"])
     op.create_index("ix_bears_images_delete", "bears_images", ["delete_after"])
     op.create_index("ix_bears_images_sha", "bears_images", ["tenant", "sha256"])
@@ -67,8 +71,12 @@ def upgrade() -> None:
         sa.Column("token", sa.String(64), nullable=False),
         sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
         sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("confirmed_at", sa.String(32)),
+        sa.Column("client", sa.String(64)),
     )
     op.create_index("ix_bears_subscriptions_area", "bears_subscriptions", ["lat", "lon"])
+    op.create_index("ix_bears_subscriptions_client", "bears_subscriptions", ["client", "created_at"])
+    op.create_index("ix_bears_subscriptions_recipient", "bears_subscriptions", ["tenant", "recipient_id"])
     op.create_index("ix_bears_subscriptions_muni", "bears_subscriptions", ["municipality"])
     op.create_index("ix_bears_subscriptions_token", "bears_subscriptions", ["token"], unique=True)
     op.create_table(
@@ -86,9 +94,13 @@ def upgrade() -> None:
         sa.Column("recipients", sa.Integer, nullable=False, server_default="0"),
         sa.Column("request_id", sa.String(36)),
         sa.Column("info", JSON, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+        sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+        sa.Column("updated_at", sa.String(32)),
         sa.UniqueConstraint("tenant", "sighting_id", name="uq_bears_alerts_sighting"),
     )
     op.create_index("ix_bears_alerts_expires", "bears_alerts", ["expires_at"])
+    op.create_index("ix_bears_alerts_status", "bears_alerts", ["status", "expires_at"])
     op.create_table(
         "bears_dispatches",
         sa.Column("id", sa.String(36), primary_key=True),
@@ -101,9 +113,11 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("assignee", sa.String(200)),
         sa.Column("note", sa.Text),
+        sa.Column("created_by", sa.String(200)),
         sa.Column("created_at", sa.String(32), nullable=False),
         sa.Column("updated_at", sa.String(32), nullable=False),
     )
+    op.create_index("ix_bears_dispatches_sighting", "bears_dispatches", ["tenant", "sighting_id"])
     op.create_index("ix_bears_dispatches_tenant", "bears_dispatches", ["tenant", "status"])
 
 
