@@ -71,7 +71,7 @@ def list_alerts(
 def alert_log(
     request: Request,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**53),
     tenant: str | None = access.TenantHeader,
 ) -> list[dict[str, Any]]:
     name = access.tenant_name(tenant)
@@ -105,7 +105,7 @@ def list_subscriptions(
     request: Request,
     active: bool | None = Query(None),
     limit: int = Query(1000, ge=1, le=10000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**53),
     tenant: str | None = access.TenantHeader,
 ) -> list[dict[str, Any]]:
     name = access.tenant_name(tenant)
