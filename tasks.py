@@ -69,8 +69,26 @@ def ensure_client_venv() -> None:
     (CLIENT_VENV / ".ok").write_text("ok")
 
 
+def ensure_demo_packages() -> None:
+    """The demo's simulated cameras paste bears from Debian's tuxpaint-stamps-default; without it they send
+    empty scenes, so a missing package is a hint, not a stop."""
+    if Path("/usr/share/tuxpaint/stamps/animals").exists() or not shutil.which("apt-get"):
+        return
+    if os.geteuid() != 0:
+        print("hint: `sudo apt-get install -y tuxpaint-stamps-default` lets the demo's cameras see bears",
+              file=sys.stderr)
+        return
+    try:
+        run("apt-get", "update", "-q")
+        run("apt-get", "install", "-y", "-q", "tuxpaint-stamps-default")
+    except subprocess.CalledProcessError:
+        print("could not install tuxpaint-stamps-default (offline?): demo cameras send empty scenes",
+              file=sys.stderr)
+
+
 def demo(args: list[str]) -> None:
     ensure_venv("bears")
+    ensure_demo_packages()
     os.execv(str(BIN / "society5"), [str(BIN / "society5"), "demo", *args])
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from society5.core.platform import Platform
 from society5.core.regions import hokkaido_municipalities
-from society5.demo import DEMO_PASSWORD, DEMO_USER, SITES, load_demo, tick
+from society5.core.service import Service
+from society5.demo import DEMO_PASSWORD, DEMO_USER, SITES, load_demo, simulate_services, tick
 from tests.conftest import make_settings
 
 
@@ -43,5 +44,35 @@ def test_load_demo_twice_and_tick(tmp_path: Path) -> None:
         assert after["peopleCount"]["observedAt"] > before["peopleCount"]["observedAt"]
         public = broker.find("011002", type="CrowdFlowObserved", fmt="keyValues")
         assert len(public) == 4 and all(e["scope"] == "/public" for e in public)
+        # the bears service's cameras and past sightings, once (the second load added none)
+        from society5.services.bears.demo_content import CAMERAS, SIGHTINGS
+
+        cameras = broker.find("011002", type="CameraTrap", fmt="keyValues")
+        assert len(cameras) == sum(1 for c in CAMERAS if c[0] == "011002")
+        sightings = broker.find("011002", type="BearSighting", fmt="keyValues")
+        assert len(sightings) == sum(1 for s in SIGHTINGS if s["tenant"] == "011002")
+    finally:
+        plat.close()
+
+
+def test_services_simulate_hooks_run_in_demo_mode_only(tmp_path: Path, monkeypatch) -> None:
+    import society5.demo as demo
+
+    calls: list[str] = []
+
+    def broken(_platform: object) -> None:
+        calls.append("broken")
+        raise RuntimeError("a broken simulation")
+
+    hooks = (Service(name="first", title="1", simulate=broken),
+             Service(name="second", title="2", simulate=lambda _p: calls.append("second")))
+    monkeypatch.setattr(demo, "_simulated", lambda: hooks)
+    plat = Platform.open(make_settings(f"sqlite:///{tmp_path / 'sim.db'}"))
+    try:
+        simulate_services(plat)
+        assert calls == []  # not the demo
+        plat.settings = plat.settings.model_copy(update={"demo": True})
+        simulate_services(plat)
+        assert calls == ["broken", "second"]  # one failing hook does not stop the next
     finally:
         plat.close()

@@ -1,23 +1,28 @@
 """Demo content: Hokkaido's municipalities as tenants and a few live sensors of each kind the services use.
 
 Everything is simulated and labelled as such (``source: "society5 demo simulation"``). ``tick`` moves the
-values on, so pages and subscriptions show a platform that is alive.
+values on, so pages and subscriptions show a platform that is alive; ``simulate_services`` runs each installed
+service's own ``simulate`` hook (the bears service's cameras and residents), which paces itself.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from rich.progress import Progress
 
 from society5.core.platform import Platform
 from society5.core.regions import hokkaido_municipalities
-from society5.core.service import Job, Service
+from society5.core.service import Job, Service, discover
 from society5.core.settings import Settings
 from society5.core.timeutil import now_iso
+
+log = logging.getLogger(__name__)
 
 DEMO_USER, DEMO_PASSWORD = "demo", "hokkaido-demo"
 SOURCE = "society5 demo simulation"
@@ -217,6 +222,12 @@ def load_demo(settings: Settings, progress: bool = False) -> dict[str, str]:
         opendata = bar.add_task("オープンデータ / open data", total=1)
         load_opendata(plat)
         bar.advance(opendata)
+        # The bears service's cameras, past sightings, alert subscribers and its open data.
+        from society5.services.bears.demo_content import load as load_bears
+
+        bears = bar.add_task("ヒグマ出没情報 / bear sightings", total=1)
+        load_bears(plat)
+        bar.advance(bears)
     plat.users.create(DEMO_USER, DEMO_PASSWORD, "admin", None, "デモ管理者")
     plat.users.create("sapporo", DEMO_PASSWORD, "operator", "011002", "札幌市 職員")
     key = plat.keys.create("admin", label="demo").key
@@ -261,10 +272,28 @@ def tick(platform: Platform) -> None:
         broker.upsert(code, updates, mode="update")
 
 
+@lru_cache(maxsize=1)
+def _simulated() -> tuple[Service, ...]:
+    return tuple(svc for svc in discover() if svc.simulate is not None)
+
+
+def simulate_services(platform: Platform) -> None:
+    """Run every installed service's ``simulate`` hook (only in demo mode). Each hook paces itself and does
+    nothing when its service is not part of the running app."""
+    if not platform.settings.demo:
+        return
+    for svc in _simulated():
+        try:
+            svc.simulate(platform)  # type: ignore[misc]
+        except Exception:  # one service's simulation must not stop the others'
+            log.exception("the %s service's demo simulation failed", svc.name)
+
+
 service = Service(
     name="demo",
     title="デモデータ",
     title_en="Demo data",
     listed=False,
-    jobs=(Job("simulate", timedelta(seconds=15), tick),),
+    jobs=(Job("simulate", timedelta(seconds=15), tick),
+          Job("simulate_services", timedelta(seconds=5), simulate_services)),
 )

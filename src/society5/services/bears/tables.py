@@ -1,4 +1,4 @@
-"""The bears service's private tables (Alembic migration ``0011``): what must not be public or is internal state.
+"""The bears service's private tables (Alembic migration ``0011``): what is not public or is internal state.
 
 Sightings and alerts themselves are broker entities (``BearSighting``, ``Alert``); these tables keep what
 belongs to people or to the pipeline: who reported (a salted client hash for rate limits, optional contact),
