@@ -165,7 +165,8 @@ def test_console_shows_only_the_staff_members_tenant(staff_app, bears_platform) 
     sighting(bears_platform, TENANT, hours_ago=0.5, area_name="近くの通報")  # with `mine`: a merge proposal
     broker = bears_platform.parts["broker"]
     broker.upsert(TENANT, [{"id": "urn:ngsi-ld:CameraTrap:011002-cam1", "type": "CameraTrap",
-                            "name": "藻岩山カメラ", "status": "ok", "batteryLevel": 80,
+                            "name": "藻岩山カメラ", "status": "maintenance", "lastLabel": "other_animal",
+                            "batteryLevel": 80,
                             "location": {"type": "Point", "coordinates": [141.32, 43.02]}}])
     broker.upsert(OTHER_TENANT, [{"id": "urn:ngsi-ld:CameraTrap:012106-cam9", "type": "CameraTrap",
                                   "name": "岩見沢カメラ", "status": "ok"}])
@@ -186,6 +187,7 @@ def test_console_shows_only_the_staff_members_tenant(staff_app, bears_platform) 
         assert "職員コンソール" in html and "札幌市" in html
         assert "自分の市の通報" in html and "他の市の通報" not in html
         assert "藻岩山カメラ" in html and "岩見沢カメラ" not in html
+        assert "点検中" in html and "その他の動物" in html  # camera status and last label in Japanese
         assert "自分の市の警報" in html and "他の市の警報" not in html
         assert "自分の市の出動" in html and "他の市の出動" not in html
         assert f'data-verify="verified" data-id="{mine["id"]}"' in html and "確認" in html and "却下" in html

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from society5.services.bears import models
+from society5.services.bears import cameras, models
 
 LEVEL = {"ja": {1: "注意", 2: "警戒", 3: "危険"}, "en": {1: "Caution", 2: "Warning", 3: "Danger"}}
 
@@ -156,6 +156,9 @@ JA: dict[str, str] = {
     "dispatch_done": "完了",
     "dispatch_cancelled": "取消",
     "dispatch_none": "出動タスクはありません。",
+    **_labels("camera", cameras.STATUS_JA),
+    **_labels("label", {"bear": "ヒグマ", "other_animal": "その他の動物", "person": "人", "vehicle": "車両",
+                        "empty": "なし"}),
     **_labels("kind", models.KIND_JA), **_labels("trace", models.TRACE_JA),
     **_labels("state", models.STATE_JA),
     **_labels("source", models.SOURCE_JA), **_labels("behaviour", models.BEHAVIOUR_JA),
@@ -289,6 +292,10 @@ EN: dict[str, str] = {
     "dispatch_done": "done",
     "dispatch_cancelled": "cancelled",
     "dispatch_none": "No dispatch tasks.",
+    **_labels("camera", {"installed": "installed", "active": "active", "inactive": "inactive",
+                         "maintenance": "maintenance"}),
+    **_labels("label", {"bear": "bear", "other_animal": "other animal", "person": "person",
+                        "vehicle": "vehicle", "empty": "empty"}),
     **_labels("kind", _KIND_EN), **_labels("trace", _TRACE_EN), **_labels("state", _STATE_EN),
     **_labels("source", _SOURCE_EN), **_labels("behaviour", _BEHAVIOUR_EN),
     **_labels("direction", _DIRECTION_EN),
