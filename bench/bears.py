@@ -78,6 +78,10 @@ def run(images: Path, threshold: float | None, console: Console, limit: int | No
         read_rgb,
     )
 
+    if threshold is None:  # the service's setting (SOCIETY5_BEARS_SIGHTING_THRESHOLD), else the tuned default
+        from society5.core.settings import Settings
+
+        threshold = Settings().bears_sighting_threshold
     config = ClassifierConfig()
     if threshold is not None:
         config = ClassifierConfig(thresholds=Thresholds(bear=threshold))

@@ -86,17 +86,18 @@ class Settings(BaseSettings):
     opendata_site_url: str = ""
     opendata_site_title: str = "北海道オープンデータ"
     opendata_publisher: str = "北海道"
-    # ヒグマ service (society5.services.bears): images and thumbnails under BEARS_DIR. A camera detection
-    # at or above BEARS_SIGHTING_THRESHOLD creates a sighting, at or above BEARS_ALERT_THRESHOLD it also
-    # alerts before staff verify it. Person images are never published and are deleted after
-    # BEARS_PERSON_RETENTION_H hours.
+    # ヒグマ service (society5.services.bears): images and thumbnails under BEARS_DIR. A frame whose bear
+    # score reaches BEARS_SIGHTING_THRESHOLD is labelled bear and creates a sighting (unset: the classifier's
+    # own threshold, tuned on the validation split, the one `society5 bench bears` reports); at or above
+    # BEARS_ALERT_THRESHOLD it also alerts before staff verify it. Person images are never published and
+    # are deleted after BEARS_PERSON_RETENTION_H hours.
     # Resident reports: at most BEARS_REPORT_LIMIT per client per hour. Public and open-data locations are
     # rounded to BEARS_PUBLIC_DECIMALS decimal degrees (3 ≈ 100 m). Reports within BEARS_MERGE_M metres and
     # BEARS_MERGE_MINUTES of each other are proposed to staff as one event.
     bears_dir: str = "./var/bears"
     bears_classifier: str = ""  # "package.module:factory" of another Classifier; empty: EfficientNet-Lite0
-    bears_sighting_threshold: float = Field(default=0.5, ge=0, le=1)
-    bears_alert_threshold: float = Field(default=0.85, ge=0, le=1)
+    bears_sighting_threshold: float | None = Field(default=None, ge=0, le=1)
+    bears_alert_threshold: float = Field(default=0.5, ge=0, le=1)
     bears_person_retention_h: float = Field(default=24.0, gt=0)
     bears_max_image_mb: int = Field(default=20, ge=1)
     bears_report_limit: int = Field(default=5, ge=1)

@@ -56,12 +56,18 @@ def scripted(label: str, confidence: float, n: int) -> np.ndarray:
 
 
 class ScriptedClassifier:
-    """Reads the label and confidence from the corner block: the pipeline's logic tested without a model."""
+    """Reads the label and confidence from the corner block: the pipeline's logic tested without a model.
+    Like the real one, it labels a bear only at or above its configured bear threshold."""
+
+    def __init__(self, config: Any = None) -> None:
+        self.bear_threshold = config.thresholds.bear if config is not None else 0.07
 
     def classify(self, image: np.ndarray, reference: Any = None) -> Result:
         r, g = (float(v) for v in image[8:24, 8:24].reshape(-1, 3).mean(axis=0)[:2])
         label = LABELS[min(round(g / 50), len(LABELS) - 1)]
         confidence = round(r / 255, 2)
+        if label == "bear" and confidence < self.bear_threshold:
+            return Result("empty", 1.0 - confidence, confidence, (), reference is not None)
         return Result(label, confidence, confidence if label == "bear" else 0.0, (), reference is not None)
 
 

@@ -28,6 +28,8 @@ def plat(bears_platform, tmp_path: Path, monkeypatch):  # type: ignore[no-untype
 @pytest.fixture
 def scripted_plat(plat, monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(plat.settings, "bears_classifier", SCRIPTED)
+    monkeypatch.setattr(plat.settings, "bears_sighting_threshold", 0.5)
+    monkeypatch.setattr(plat.settings, "bears_alert_threshold", 0.85)
     return plat
 
 
@@ -80,7 +82,7 @@ def test_later_frames_of_an_event_only_raise_its_confidence(scripted_plat) -> No
     p = scripted_plat
     low = images.ingest(p, TENANT, jpeg(scripted("bear", 0.3, 1)), camera_id="moiwa-01", source="upload",
                         taken_at=ago(100))
-    assert low["label"] == "bear" and low["sighting_id"] is None  # under BEARS_SIGHTING_THRESHOLD
+    assert low["label"] == "empty" and low["sighting_id"] is None  # under BEARS_SIGHTING_THRESHOLD
     made = images.ingest(p, TENANT, jpeg(scripted("bear", 0.6, 2)), camera_id="moiwa-01", source="upload",
                          taken_at=ago(80))
     assert made["sighting_id"] and made["event_id"] == low["event_id"]

@@ -68,6 +68,10 @@ def classify(
     if not files:
         typer.echo(f"no images under {directory}", err=True)
         raise typer.Exit(1)
+    if threshold is None:  # the service's setting, else the classifier's tuned default
+        from society5.core.settings import Settings
+
+        threshold = Settings().bears_sighting_threshold
     config = ClassifierConfig()
     if threshold is not None:
         config = ClassifierConfig(thresholds=Thresholds(bear=threshold))

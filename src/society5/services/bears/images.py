@@ -41,7 +41,7 @@ INSTALL = ("画像のAI判定には bears 追加パッケージが必要です /
            "extra: pip install 'society5[bears]'")
 REFERENCE_CACHE = 8  # decoded backgrounds kept in memory (a 1280×720 frame is 2.7 MB)
 _load_lock = threading.Lock()
-_classifiers: dict[str, tuple[Any, threading.Lock]] = {}
+_classifiers: dict[tuple[str, float | None], tuple[Any, threading.Lock]] = {}
 _references: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
 _ref_lock = threading.Lock()
 _camera_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -72,16 +72,24 @@ def _one_thread() -> None:
 def classifier_of(settings: Any) -> tuple[Any, threading.Lock]:
     """The configured classifier and the lock to hold while it runs (models need not be thread-safe)."""
     spec = settings.bears_classifier or ""
-    found = _classifiers.get(spec)
+    threshold = settings.bears_sighting_threshold
+    key = (spec, threshold)
+    found = _classifiers.get(key)
     if found is None:
         with _load_lock:
-            found = _classifiers.get(spec)
+            found = _classifiers.get(key)
             if found is None:
                 try:
-                    from society5.services.bears.vision.classifier import load_classifier
+                    from society5.services.bears.vision.classifier import (
+                        ClassifierConfig,
+                        Thresholds,
+                        load_classifier,
+                    )
 
                     _one_thread()
-                    found = _classifiers[spec] = (load_classifier(spec or None), threading.Lock())
+                    config = (None if threshold is None
+                              else ClassifierConfig(thresholds=Thresholds(bear=threshold)))
+                    found = _classifiers[key] = (load_classifier(spec or None, config), threading.Lock())
                 except (ImportError, FileNotFoundError) as err:
                     raise Unavailable(f"{INSTALL} ({err})") from err
     return found
@@ -360,7 +368,7 @@ def _store(platform: Any, tenant: str, d: Decoded, result: Any, *, when: datetim
     try:
         made = None
         public = False
-        if label == "bear" and confidence >= settings.bears_sighting_threshold:
+        if label == "bear":  # the classifier labels bear at BEARS_SIGHTING_THRESHOLD
             made, public = _sighting_for(platform, tenant, sighting_id, event_best, image_id, when,
                                          confidence, device=device, camera=camera, lat=lat, lon=lon,
                                          drone=source == "drone")
