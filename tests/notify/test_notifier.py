@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from html import unescape as html_unescape
 
 import pytest
 import sqlalchemy as sa
@@ -215,3 +216,49 @@ def test_a_render_error_for_one_language_leaves_the_callers_transaction_clean(
         else:
             raise AssertionError("the English rendering should have failed")
     assert notifier.deliveries.list("011002") == [] and _outbox(platform) == []
+
+
+PERSONAL = MessageTemplate(
+    name="test.personal",
+    title={"ja": "{{ place }}のお知らせ", "en": "Notice for {{ place }}"},
+    body={"ja": "{{ place }}で出没。\n停止: {{ link }}", "en": "Seen at {{ place }}.\nStop: {{ link }}"},
+)
+FILTERED = MessageTemplate(
+    name="test.personal_filtered",
+    title={"ja": "お知らせ"},
+    body={"ja": "{% if code %}停止: {{ link | upper }}{% endif %}"},
+)
+
+
+@pytest.mark.parametrize("template", [PERSONAL, FILTERED], ids=["marks", "fallback"])
+def test_personal_values_give_each_recipient_the_same_message_a_full_render_would(
+        platform: Platform, make_notifier: Callable[..., Notifier], template: MessageTemplate) -> None:
+    registry.register(template)
+    notifier = make_notifier()
+    store = RecipientStore(platform.engine)
+    people = {"a": "ja", "b": "en", "c": "ja"}
+    for rid, lang in people.items():
+        store.create("011002", {"id": rid, "name": rid, "language": lang,
+                                "channels": {"mail": f"{rid}@example.jp"}})
+    links = {"a": "https://x.jp/u?token=A&x=<1>", "b": "https://x.jp/u?token=B", "c": "https://x.jp/u?token=C"}
+    ctx = {"place": "藻岩山 <南>", "code": "1"}
+    renders: list[str] = []
+    real_render = notifier.templates.render
+
+    def counting(name: str, context: object, lang: str) -> object:
+        renders.append(lang)
+        return real_render(name, context, lang)  # type: ignore[arg-type]
+
+    notifier.templates.render = counting  # type: ignore[method-assign,assignment]
+    ids = notifier.tell(list(people), template.name, ctx, tenant="011002",
+                        personal=lambda p: {"link": links[p.id]})
+    # marks: one render per language; a template that transforms the value: one more per recipient
+    assert len(renders) == 2 + (0 if template is PERSONAL else len(people))
+    for delivery_id in ids:
+        got = notifier.deliveries.get(delivery_id)
+        assert got is not None
+        full = registry.render(template.name, {**ctx, "link": links[got.recipient]}, people[got.recipient])
+        assert (got.title, got.body_text) == (full.title, full.text)
+        # the HTML part escapes the same characters (as entities that may be spelled differently)
+        assert html_unescape(got.body_html) == html_unescape(full.html)
+        assert "S5MARK" not in got.body_text + got.body_html

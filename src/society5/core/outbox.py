@@ -122,10 +122,15 @@ class Outbox:
         """Add one message inside the caller's transaction (sent only if that transaction commits)."""
         self.enqueue_many(conn, [(kind, payload, tenant, key, delay_s)])
 
-    def enqueue_many(self, conn: Connection, items: Iterable[tuple[str, Any, str, str, float]]) -> None:
+    def enqueue_many(self, conn: Connection, items: Iterable[tuple[str, Any, str, str, float]], *,
+                     attempts: int = 0) -> None:
+        """Add messages ``(kind, payload, tenant, key, delay_s)`` inside the caller's transaction;
+        ``attempts`` counts failed attempts already made (a handler that split a batch hands a failed part
+        on)."""
         now = time.time()
         rows = [
-            {"kind": kind, "payload": payload, "tenant": tenant, "key": key, "status": PENDING, "attempts": 0,
+            {"kind": kind, "payload": payload, "tenant": tenant, "key": key, "status": PENDING,
+             "attempts": attempts,
              "next_at": now + delay, "created_at": now}
             for kind, payload, tenant, key, delay in items
         ]

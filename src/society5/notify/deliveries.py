@@ -100,16 +100,40 @@ class DeliveryLog:
                                 .values(**values))
         return bool(done.rowcount)
 
-    def mark_sent(self, items: Sequence[tuple[str, int]]) -> None:
+    def get_many(self, ids: Sequence[str], conn: Connection) -> dict[str, Delivery]:
+        found: dict[str, Delivery] = {}
+        for start in range(0, len(ids), 500):  # bound the number of bind parameters per query
+            rows = conn.execute(sa.select(table).where(table.c.id.in_(list(ids[start:start + 500]))))
+            found.update((r.id, _from_row(r)) for r in rows)
+        return found
+
+    def mark_sent(self, items: Sequence[tuple[str, int]], conn: Connection | None = None, *,
+                  only_from: Sequence[str] = OPEN) -> None:
         """Mark many deliveries (id, attempts) sent in one statement; those no longer open are left alone."""
+        if conn is None:
+            with self.engine.begin() as own:
+                self.mark_sent(items, own, only_from=only_from)
+            return
+        if not items:
+            return
         now = now_iso()
         stmt = (table.update()
                 # OR, not IN: an expanding IN cannot be part of an executemany.
-                .where(table.c.id == sa.bindparam("did"), sa.or_(*(table.c.status == s for s in OPEN)))
+                .where(table.c.id == sa.bindparam("did"), sa.or_(*(table.c.status == s for s in only_from)))
                 .values(status=SENT, attempts=sa.bindparam("n"), last_error=None, updated_at=now,
                         sent_at=now))
-        with self.engine.begin() as conn:
-            conn.execute(stmt, [{"did": d, "n": n} for d, n in items])
+        conn.execute(stmt, [{"did": d, "n": n} for d, n in items])
+
+    def mark_many(self, conn: Connection, status: str, items: Sequence[tuple[str, int, str | None]], *,
+                  only_from: Sequence[str] = OPEN) -> None:
+        """Move many deliveries (id, attempts, last error) to ``status`` in one statement (not sent)."""
+        if not items:
+            return
+        stmt = (table.update()
+                .where(table.c.id == sa.bindparam("did"), sa.or_(*(table.c.status == s for s in only_from)))
+                .values(status=status, attempts=sa.bindparam("n"), last_error=sa.bindparam("err"),
+                        updated_at=now_iso()))
+        conn.execute(stmt, [{"did": d, "n": n, "err": e} for d, n, e in items])
 
     def tried(self, conn: Connection, request: str, recipient: str) -> set[str]:
         rows = conn.execute(sa.select(table.c.channel)

@@ -23,9 +23,12 @@ def build(s: Settings, outbox: Outbox) -> Notifier:
         "mail": TokenBucket(s.notify_rate_mail), "line": TokenBucket(s.notify_rate_line),
         "webhook": TokenBucket(s.notify_rate_webhook), "mqtt": TokenBucket(s.notify_rate_mqtt),
     }
-    notifier = Notifier(outbox, channels.build(s, client), limits=limits,
+    # Batches of deliveries (an area alert to thousands) go out concurrently from one event loop.
+    poster = channels.AsyncPoster(s.notify_timeout_s)
+    notifier = Notifier(outbox, channels.build(s, client, poster), limits=limits,
                         escalate_after=s.notify_escalate_after)
     notifier.closers.append(client.close)
+    notifier.closers.append(poster.close)
     return notifier.attach()
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,18 @@ class Channel(Protocol):
     name: str
 
     def send(self, out: Outgoing) -> None: ...
+
+
+@runtime_checkable
+class BatchChannel(Protocol):
+    """A channel that sends many messages at once (concurrently, over reused connections).
+
+    ``send_many`` never raises for one message: it returns, in order, ``None`` for each message the receiver
+    accepted and for the others the exception ``send`` would have raised. A channel without it is sent a
+    batch one ``send`` at a time from a few threads."""
+
+    name: str
+
+    def send(self, out: Outgoing) -> None: ...
+
+    def send_many(self, outs: Sequence[Outgoing]) -> list[Exception | None]: ...

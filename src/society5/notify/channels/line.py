@@ -10,10 +10,13 @@ retried.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import httpx
+import orjson
 
 from society5.core.outbox import Defer, GiveUp
+from society5.notify.channels.aio import Answer, AsyncPoster
 from society5.notify.channels.base import Outgoing
 
 MAX_TEXT = 5000
@@ -47,23 +50,56 @@ def retry_after(value: str | None) -> float:
 class LineChannel:
     name = "line"
 
-    def __init__(self, token: str, base_url: str, client: httpx.Client):
+    def __init__(self, token: str, base_url: str, client: httpx.Client, poster: AsyncPoster | None = None):
         self.token = token
         self.url = base_url.rstrip("/") + "/v2/bot/message/push"
         self.client = client
+        self.poster = poster
 
-    def send(self, out: Outgoing) -> None:
+    def _request(self, out: Outgoing) -> tuple[bytes, dict[str, str]]:
         if not self.token:
             raise GiveUp("LINE is not configured: set SOCIETY5_LINE_CHANNEL_ACCESS_TOKEN")
         body = {"to": out.address, "messages": [{"type": "text", "text": message_text(out.title, out.text)}]}
-        headers = {"Authorization": f"Bearer {self.token}", "X-Line-Retry-Key": out.delivery_id}
-        response = self.client.post(self.url, json=body, headers=headers)
-        status = response.status_code
-        if 200 <= status < 300 or status == 409:
-            return
-        detail = f"LINE answered {status}: {response.text[:300]}"
-        if status == 429:
-            raise Defer(retry_after(response.headers.get("retry-after")), detail)
-        if 400 <= status < 500 and status != 408:
-            raise GiveUp(detail)
-        raise ConnectionError(detail)
+        headers = {"Authorization": f"Bearer {self.token}", "X-Line-Retry-Key": out.delivery_id,
+                   "Content-Type": "application/json"}
+        return orjson.dumps(body), headers
+
+    def send(self, out: Outgoing) -> None:
+        body, headers = self._request(out)
+        check(self.client.post(self.url, content=body, headers=headers))
+
+    def send_many(self, outs: Sequence[Outgoing]) -> list[Exception | None]:
+        """Send a batch concurrently; per message ``None`` (accepted) or the exception ``send`` raises."""
+        if self.poster is None or not self.token:
+            results: list[Exception | None] = []
+            for out in outs:
+                try:
+                    self.send(out)
+                    results.append(None)
+                except Exception as err:
+                    results.append(err)
+            return results
+        answers = self.poster.post_many([(self.url, *self._request(out)) for out in outs])
+        checked: list[Exception | None] = []
+        for answer in answers:
+            if isinstance(answer, Exception):
+                checked.append(answer)
+                continue
+            try:
+                check(answer)
+                checked.append(None)
+            except Exception as err:
+                checked.append(err)
+        return checked
+
+
+def check(response: httpx.Response | Answer) -> None:
+    status = response.status_code
+    if 200 <= status < 300 or status == 409:
+        return
+    detail = f"LINE answered {status}: {response.text[:300]}"
+    if status == 429:
+        raise Defer(retry_after(response.headers.get("retry-after")), detail)
+    if 400 <= status < 500 and status != 408:
+        raise GiveUp(detail)
+    raise ConnectionError(detail)

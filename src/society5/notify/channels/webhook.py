@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -15,6 +17,7 @@ import orjson
 
 from society5.core.outbox import Defer, GiveUp
 from society5.core.timeutil import now_iso
+from society5.notify.channels.aio import Answer, AsyncPoster
 from society5.notify.channels.base import Outgoing
 from society5.notify.channels.line import retry_after
 
@@ -44,21 +47,56 @@ def payload(out: Outgoing) -> bytes:
 class WebhookChannel:
     name = "webhook"
 
-    def __init__(self, client: httpx.Client):
+    def __init__(self, client: httpx.Client, poster: AsyncPoster | None = None):
         self.client = client
+        self.poster = poster
 
     def send(self, out: Outgoing) -> None:
-        body = payload(out)
-        headers = {"Content-Type": "application/json", DELIVERY_HEADER: out.delivery_id}
-        if out.secret:
-            headers[SIGNATURE_HEADER] = sign(out.secret, body)
-        response = self.client.post(out.address, content=body, headers=headers)
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        detail = f"the webhook answered {status}: {response.text[:300]}"
-        if status == 429 or (status == 503 and "retry-after" in response.headers):
-            raise Defer(retry_after(response.headers.get("retry-after")), detail)
-        if status in (400, 401, 403, 404, 405, 410, 413, 422):
-            raise GiveUp(detail)
-        raise ConnectionError(detail)
+        check(self.client.post(out.address, **request(out)))
+
+    def send_many(self, outs: Sequence[Outgoing]) -> list[Exception | None]:
+        """Send a batch concurrently; per message ``None`` (accepted) or the exception ``send`` raises."""
+        if self.poster is None:
+            return [_outcome(self.send, out) for out in outs]
+        requests = [(out.address, *_body_and_headers(out)) for out in outs]
+        return [_checked(answer) for answer in self.poster.post_many(requests)]
+
+
+def _body_and_headers(out: Outgoing) -> tuple[bytes, dict[str, str]]:
+    body = payload(out)
+    headers = {"Content-Type": "application/json", DELIVERY_HEADER: out.delivery_id}
+    if out.secret:
+        headers[SIGNATURE_HEADER] = sign(out.secret, body)
+    return body, headers
+
+
+def request(out: Outgoing) -> dict[str, Any]:
+    body, headers = _body_and_headers(out)
+    return {"content": body, "headers": headers}
+
+
+def check(response: httpx.Response | Answer) -> None:
+    """Return when the receiver accepted the message; raise ``Defer``, ``GiveUp`` or ``ConnectionError``."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    detail = f"the webhook answered {status}: {response.text[:300]}"
+    if status == 429 or (status == 503 and "retry-after" in response.headers):
+        raise Defer(retry_after(response.headers.get("retry-after")), detail)
+    if status in (400, 401, 403, 404, 405, 410, 413, 422):
+        raise GiveUp(detail)
+    raise ConnectionError(detail)
+
+
+def _checked(answer: Answer | Exception) -> Exception | None:
+    if isinstance(answer, Exception):
+        return answer
+    return _outcome(check, answer)
+
+
+def _outcome(call: Callable[[Any], None], arg: Any) -> Exception | None:
+    try:
+        call(arg)
+    except Exception as err:
+        return err
+    return None
