@@ -8,6 +8,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
+from society5.broker.core import gc_paused
 from society5.broker.jsonld import CORE_CONTEXT_URL, ActiveContext, link_header, parse_link_header
 from society5.core.errors import (
     ApiError,
@@ -52,7 +53,11 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, str]:
     if not raw:
         raise InvalidRequest("the request body is empty; a JSON document is expected")
     try:
-        body = orjson.loads(bytes(raw))
+        if len(raw) < 65_536:
+            body = orjson.loads(bytes(raw))
+        else:  # a batch: tens of thousands of objects at once would set off full collections (gc_paused)
+            with gc_paused():
+                body = orjson.loads(bytes(raw))
     except orjson.JSONDecodeError as err:
         raise InvalidRequest(f"the body is not valid JSON: {err}") from err
     return body, media

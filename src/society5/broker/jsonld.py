@@ -63,6 +63,8 @@ class ActiveContext:
     source: Any = None  # what the client sent: URL string, list or inline object (echoed back in responses)
     _expand_memo: dict[str, str] = field(default_factory=dict, repr=False)
     _compact_memo: dict[str, str] = field(default_factory=dict, repr=False)
+    # Entity type names that passed model.parse_types, with their IRIs (a batch repeats the same few types).
+    types_memo: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
     _reverse: dict[str, str] = field(default_factory=dict, repr=False)
     _prefixes: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
@@ -146,10 +148,19 @@ def link_header(url: str) -> str:
 
 
 def is_absolute_iri(text: str) -> bool:
-    if ":" not in text:
+    scheme, colon, _ = text.partition(":")
+    if not colon:
         return False
-    scheme = text.split(":", 1)[0]
-    return bool(scheme) and scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)
+    known = _SCHEMES.get(scheme)
+    if known is not None:  # every entity id and type of a batch has one of a few schemes (urn, https)
+        return known
+    valid = bool(scheme) and scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)
+    if len(scheme) <= 32 and len(_SCHEMES) < 1000:
+        _SCHEMES[scheme] = valid
+    return valid
+
+
+_SCHEMES: dict[str, bool] = {}
 
 
 class ContextStore:

@@ -88,6 +88,10 @@ def check_datetime(value: Any, what: str) -> str:
 
 
 def parse_types(value: Any, ctx: ActiveContext, what: str = "type") -> list[str]:
+    if type(value) is str:
+        known = ctx.types_memo.get(value)
+        if known is not None:
+            return list(known)
     names = value if isinstance(value, list) else [value]
     if not names:
         raise BadRequest(f"{what} must not be empty")
@@ -102,6 +106,8 @@ def parse_types(value: Any, ctx: ActiveContext, what: str = "type") -> list[str]
             )
         if iri not in out:
             out.append(iri)
+    if type(value) is str and len(ctx.types_memo) < 10_000:
+        ctx.types_memo[value] = tuple(out)
     return out
 
 
@@ -141,11 +147,23 @@ class EntityParser:
         self, payload: dict[str, Any], *, allow_null: bool = False
     ) -> dict[str, list[dict[str, Any]]]:
         attrs: dict[str, list[dict[str, Any]]] = {}
+        expand = self.ctx.expand
+        now = self.now
         for name, raw in payload.items():
             if name in RESERVED:
                 continue
-            check_attr_name(name)
-            iri = self.ctx.expand(name)
+            if name not in _GOOD_NAMES:
+                check_attr_name(name)
+            iri = expand(name)
+            if type(raw) is dict and len(raw) == 2 and raw.get("type") == "Property" and "value" in raw:
+                # instance()'s shortcut for a plain Property, without two calls per attribute
+                value = raw["value"]
+                plain = type(value)
+                if plain is int or plain is float or plain is bool or (
+                    plain is str and value != NGSI_NULL and "\x00" not in value
+                ):
+                    attrs[iri] = [{"type": "Property", "value": value, "createdAt": now, "modifiedAt": now}]
+                    continue
             attrs[iri] = self.attribute(name, raw, allow_null=allow_null)
         return attrs
 

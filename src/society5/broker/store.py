@@ -26,11 +26,25 @@ from society5.core.auth import PUBLIC_SCOPE
 
 
 def is_public(doc: dict[str, Any]) -> bool:
-    return any(s == PUBLIC_SCOPE or s.startswith(PUBLIC_SCOPE + "/") for s in doc.get("scope") or ())
+    scopes = doc.get("scope")
+    if not scopes:
+        return False
+    return any(s == PUBLIC_SCOPE or s.startswith(PUBLIC_SCOPE + "/") for s in scopes)
+
+
+def has_geo(doc: dict[str, Any]) -> bool:
+    """Whether the document has a GeoProperty instance (most have none: then it has no ``geo_boxes``)."""
+    for instances in doc.get("attrs", {}).values():
+        for inst in instances:
+            if inst.get("type") == "GeoProperty":
+                return True
+    return False
 
 
 def geo_boxes(doc: dict[str, Any]) -> list[tuple[str, tuple[float, float, float, float]]]:
-    boxes = []
+    boxes: list[tuple[str, tuple[float, float, float, float]]] = []
+    if not has_geo(doc):
+        return boxes
     for iri, instances in doc.get("attrs", {}).items():
         for inst in instances:
             if inst.get("type") == "GeoProperty" and isinstance(inst.get("value"), dict):
