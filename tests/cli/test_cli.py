@@ -51,3 +51,23 @@ def test_keys_create_list_revoke_and_use(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert run(["keys", "revoke", key_id], db).returncode == 1
+
+
+def test_the_server_factory_learns_the_address_it_listens_on(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Links written without a request (alert messages, the CAP feed) need the bind address when no
+    SOCIETY5_BASE_URL is set: ``serve --port`` passes it to the factory's fresh settings."""
+    import uvicorn
+
+    from society5.cli import main
+    from society5.core.settings import Settings
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw, settings=Settings()))
+    monkeypatch.setenv("SOCIETY5_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.setenv("SOCIETY5_SECRET_KEY", "a-test-secret-of-some-length")
+    for name, value in (("SOCIETY5_HOST", "0.0.0.0"), ("SOCIETY5_PORT", "8000")):  # restored afterwards
+        monkeypatch.setenv(name, value)
+    main._run_server(Settings(), "127.0.0.1", 8799)
+    assert seen["port"] == 8799
+    built = seen["settings"]
+    assert isinstance(built, Settings) and (built.host, built.port) == ("127.0.0.1", 8799)

@@ -87,6 +87,9 @@ def _run_server(settings: Settings, host: str, port: int, workers: int = 1) -> N
     if workers > 1 and settings.is_sqlite:
         console.print("[yellow]several workers share one SQLite file; PostgreSQL is better for that[/yellow]")
     logging.getLogger(__name__).info("society5 listening on http://%s:%d", host, port)
+    # The factory reads its settings afresh: tell it where it listens, so links the server writes without a
+    # request at hand (alert messages, feeds) point at it when SOCIETY5_BASE_URL is not set.
+    os.environ["SOCIETY5_HOST"], os.environ["SOCIETY5_PORT"] = host, str(port)
     uvicorn.run(
         "society5.web.asgi:build",
         host=host,
