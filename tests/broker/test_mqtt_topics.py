@@ -102,6 +102,8 @@ VALID_LEVELS = st.tuples(st.sampled_from(["default", "011002"]), st.sampled_from
 @example(levels=["default", "T", EID, "attrs"], payload=b'{"a": {"type": "GeoProperty", "value": 1}}')
 @example(levels=["default", "T", EID, "location"], payload=b'{"type": "Point", "coordinates": [1e999, 0]}')
 @example(levels=["default", "T", EID, "attrs"], payload=b"[" * 5000)
+@example(levels=["default", "T", EID, "level"], payload=b'[{"type": []}]')  # an unhashable "type" (was a 500)
+@example(levels=["default", "T", EID, "attrs"], payload=b'{"a": [{"type": {}}]}')
 def test_the_parser_raises_nothing_but_its_own_error(levels: list[str], payload: bytes) -> None:
     topic = "/".join(["society5", *levels])
     try:

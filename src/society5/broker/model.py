@@ -299,7 +299,7 @@ class EntityParser:
 
 def _looks_like_instance(obj: dict[str, Any]) -> bool:
     kind = obj.get("type")
-    if kind in VALUE_MEMBER:
+    if isinstance(kind, str) and kind in VALUE_MEMBER:  # a client may send any JSON as "type"
         return True
     return any(m in obj for m in MEMBER_TYPE) or "datasetId" in obj
 

@@ -161,7 +161,9 @@ def _add(msg: ParsedMessage, parser: EntityParser, ctx: ActiveContext, name: str
 
 
 def _is_instance(raw: Any) -> bool:
-    return isinstance(raw, dict) and (raw.get("type") in VALUE_MEMBER or any(m in raw for m in MEMBER_TYPE))
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    return isinstance(raw, dict) and ((isinstance(kind, str) and kind in VALUE_MEMBER)
+                                      or any(m in raw for m in MEMBER_TYPE))
 
 
 def _with_time(raw: Any, observed: str | None) -> Any:
