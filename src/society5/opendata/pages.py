@@ -48,6 +48,7 @@ import society5.opendata.api  # noqa: F401  (fills the action registry the pages
 from society5.core.auth import ANONYMOUS, Principal
 from society5.core.errors import ApiError
 from society5.core.http import platform_of, principal_of
+from society5.core.pagekit import GSI_ATTRIBUTION, GSI_TILES, security_headers
 from society5.core.timeutil import to_jst
 from society5.opendata import catalog_actions, csvio, downloads, files, layouts, validate
 from society5.opendata.actions import (
@@ -64,8 +65,6 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 LANGS = ("ja", "en")
 LANG_COOKIE = "s5_lang"  # the web shell's language cookie: the choice carries across all pages
-GSI_TILES = "https://cyberjapandata.gsi.go.jp/xyz/std/{z}/{x}/{y}.png"
-GSI_ATTRIBUTION = '<a href="https://maps.gsi.go.jp/development/ichiran.html">地理院タイル</a>'
 HOKKAIDO = {"lat": 43.3, "lon": 142.6, "zoom": 6}
 ROWS = 20  # datasets per search page
 PREVIEW_ROWS = 10
@@ -78,15 +77,7 @@ SORTS = ("score desc, metadata_modified desc", "metadata_modified desc", "metada
 LAT_NAMES = ("緯度", "latitude", "lat", "y座標")
 LON_NAMES = ("経度", "longitude", "lon", "lng", "long", "x座標")
 LABEL_NAMES = ("名称", "施設名", "name", "title", "名前", "イベント名", "避難場所名")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data: https://cyberjapandata.gsi.go.jp; script-src 'self'; "
-        "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-        "frame-ancestors 'none'"),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+SECURITY_HEADERS = security_headers(no_store=True)
 
 router = APIRouter(include_in_schema=False)
 # Mounts match by prefix and the web shell's come first when it is in the app; without it, these serve.

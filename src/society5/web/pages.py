@@ -30,6 +30,7 @@ from fastapi.templating import Jinja2Templates
 from society5.core.auth import ANONYMOUS, DEFAULT_TENANT, Principal
 from society5.core.errors import ApiError, ConfigError
 from society5.core.http import SESSION_COOKIE, platform_of, principal_of
+from society5.core.pagekit import GSI_ATTRIBUTION, GSI_TILES, security_headers
 from society5.core.platform import Platform
 from society5.core.timeutil import to_jst
 from society5.web.i18n import LANG_COOKIE, LANGS, Translator, pick_lang
@@ -37,23 +38,13 @@ from society5.web.i18n import LANG_COOKIE, LANGS, Translator, pick_lang
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-GSI_TILES = "https://cyberjapandata.gsi.go.jp/xyz/std/{z}/{x}/{y}.png"
-GSI_ATTRIBUTION = '<a href="https://maps.gsi.go.jp/development/ichiran.html">地理院タイル</a>'
 HOKKAIDO_CENTER = (43.06, 141.35)
 HOKKAIDO_ZOOM = 7
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
 LIMIT_CHOICES = (10, 20, 50, 100, 200)
 STATS_CACHE_SECONDS = 30.0
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data: https://cyberjapandata.gsi.go.jp; script-src 'self'; "
-        "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-        "frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
+SECURITY_HEADERS = security_headers()
 
 router = APIRouter(include_in_schema=False)
 # Leaflet comes from the xstatic-leaflet package (no copy in the repository, no CDN). The more specific

@@ -93,17 +93,25 @@ def _device_may_post(who: Principal, device_id: str) -> None:
                         "/ この機器キーではこのカメラの画像を送れません")
 
 
+async def _upload(request: Request, tenant: str | None,
+                  allowed: set[str]) -> tuple[str, Any, Any, dict[str, str], bytes]:
+    """(tenant, caller, platform, form fields, image bytes) of a frame upload, checked in that order: who
+    may post, whether the vision extra is installed, then the form itself (size-limited while it streams)."""
+    name = access.tenant_name(tenant)
+    who = access.device_or_staff(request, name)
+    images.require_vision()
+    platform = platform_of(request)
+    fields, data = await _read_form(request, platform.settings.bears_max_image_mb * 2**20, allowed)
+    return name, who, platform, fields, data
+
+
 # -- images ------------------------------------------------------------------------------------------------
 @router.post("/images", status_code=201, summary="A camera-trap frame (device key of the tenant, or staff)",
              openapi_extra=_form_body(_IMAGE_FORM))
 async def post_image(request: Request, response: Response,
                      tenant: str | None = access.TenantHeader) -> dict[str, Any]:
-    name = access.tenant_name(tenant)
-    who = access.device_or_staff(request, name)
-    images.require_vision()
-    platform = platform_of(request)
-    fields, data = await _read_form(request, platform.settings.bears_max_image_mb * 2**20,
-                                    {"camera_id", "taken_at", "battery_level"})
+    name, who, platform, fields, data = await _upload(request, tenant,
+                                                      {"camera_id", "taken_at", "battery_level"})
     if "camera_id" not in fields:
         raise BadRequest("camera_id: required / カメラを指定してください")
     try:
@@ -115,7 +123,7 @@ async def post_image(request: Request, response: Response,
     out = await run_in_threadpool(lambda: images.ingest(platform, name, data, camera_id=fields["camera_id"],
                                                         source="upload", taken_at=taken_at,
                                                         battery_level=battery))
-    if out.get("duplicate"):
+    if out.get("duplicate"):  # the same file again: the stored frame, not a new one
         response.status_code = 200
     return out
 
@@ -124,12 +132,7 @@ async def post_image(request: Request, response: Response,
              openapi_extra=_form_body(_DRONE_FORM))
 async def post_drone_detection(request: Request, response: Response,
                                tenant: str | None = access.TenantHeader) -> dict[str, Any]:
-    name = access.tenant_name(tenant)
-    who = access.device_or_staff(request, name)
-    images.require_vision()
-    platform = platform_of(request)
-    fields, data = await _read_form(request, platform.settings.bears_max_image_mb * 2**20,
-                                    {"lat", "lon", "taken_at", "drone"})
+    name, who, platform, fields, data = await _upload(request, tenant, {"lat", "lon", "taken_at", "drone"})
     lat, lon = _number(fields, "lat", -90, 90), _number(fields, "lon", -180, 180)
     if lat is None or lon is None:
         raise BadRequest("lat/lon: required (the drone's position) / ドローンの位置を指定してください")
@@ -142,7 +145,7 @@ async def post_drone_detection(request: Request, response: Response,
     _device_may_post(who, device)
     out = await run_in_threadpool(lambda: images.ingest(platform, name, data, camera_id=device,
                                                         source="drone", taken_at=taken_at, lat=lat, lon=lon))
-    if out.get("duplicate"):
+    if out.get("duplicate"):  # the same file again: the stored frame, not a new one
         response.status_code = 200
     return out
 

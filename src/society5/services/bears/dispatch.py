@@ -11,12 +11,12 @@ import uuid
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from society5.core.errors import BadRequest, Conflict, NotFound
 from society5.core.timeutil import now_iso
 from society5.services.bears import tables
-from society5.services.bears.sightings import sightings_of, validation_message
+from society5.services.bears.sightings import parse_model, sightings_of
 
 STATUSES = ("open", "assigned", "done", "cancelled")
 STATUS_JA = {"open": "未割当", "assigned": "割当済", "done": "完了", "cancelled": "中止"}
@@ -53,14 +53,6 @@ def view(row: Any) -> dict[str, Any]:
     return out
 
 
-def _parse(model: type[BaseModel], data: Any) -> Any:
-    if isinstance(data, model):
-        return data
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise BadRequest(validation_message(err)) from None
-
 
 def _image(platform: Any, tenant: str, image_id: str) -> Any:
     t = tables.images
@@ -75,7 +67,7 @@ def _image(platform: Any, tenant: str, image_id: str) -> Any:
 
 
 def create(platform: Any, tenant: str, data: DispatchIn | dict[str, Any], *, who: str) -> dict[str, Any]:
-    d = _parse(DispatchIn, data)
+    d = parse_model(DispatchIn, data)
     values: dict[str, Any] = {}
     if d.sighting_id:
         try:
@@ -146,7 +138,7 @@ def list_dispatches(platform: Any, tenant: str, *, statuses: list[str] | None = 
 
 def update(platform: Any, tenant: str, dispatch_id: str,
            patch: DispatchPatch | dict[str, Any]) -> dict[str, Any]:
-    p = _parse(DispatchPatch, patch)
+    p = parse_model(DispatchPatch, patch)
     changes = p.model_dump(exclude_unset=True)
     current = get(platform, tenant, dispatch_id)
     status = changes.get("status") or current["status"]

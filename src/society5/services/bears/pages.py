@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from society5.core.auth import ANONYMOUS, DEFAULT_TENANT, Principal
 from society5.core.errors import ApiError
 from society5.core.http import platform_of, principal_of
+from society5.core.pagekit import GSI_ATTRIBUTION, GSI_TILES, security_headers
 from society5.core.timeutil import JST, iso, to_jst
 from society5.services.bears import access, api, models, reports, tables
 from society5.services.bears.page_texts import LEVEL, TEXTS, js_texts
@@ -37,22 +38,12 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 LANGS = ("ja", "en")
 LANG_COOKIE = "s5_lang"  # the web shell's language cookie: the choice carries across all pages
-GSI_TILES = "https://cyberjapandata.gsi.go.jp/xyz/std/{z}/{x}/{y}.png"
-GSI_ATTRIBUTION = '<a href="https://maps.gsi.go.jp/development/ichiran.html">地理院タイル</a>'
 HOKKAIDO = {"lat": 43.06, "lon": 141.35, "zoom": 7}
 PERIODS = (7, 30, 90)
 STRONG_DAYS = 7  # the issue: the last 7 days strong, older ones fading
 LIST_ROWS = 100
 CONSOLE_ROWS = 50
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data: blob: https://cyberjapandata.gsi.go.jp; script-src 'self'; "
-        "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-        "frame-ancestors 'none'"),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+SECURITY_HEADERS = security_headers(extra_img_src="blob:", no_store=True)
 
 router = APIRouter(include_in_schema=False)
 # A mount matches by prefix; the web shell's identical Leaflet mount wins when the shell is in the app.

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +24,7 @@ from society5.services.bears import geo, models, tables
 from society5.services.bears.models import SightingIn
 
 log = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # Called as listener(platform, tenant, sighting, event) after a change is stored; event is one of
 # "created", "verified", "rejected", "updated", "merged". A failing listener is logged; the write stands.
@@ -63,6 +64,16 @@ def validation_message(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "body"
     return f"{where}: {first['msg']}"
+
+
+def parse_model(model: type[ModelT], data: ModelT | Any) -> ModelT:
+    """``data`` as ``model``, or BadRequest naming the first field that is wrong."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise BadRequest(validation_message(err)) from None
 
 
 class Sightings:
@@ -105,12 +116,7 @@ class Sightings:
         return flat
 
     def parse(self, data: SightingIn | dict[str, Any]) -> SightingIn:
-        if isinstance(data, SightingIn):
-            return data
-        try:
-            return SightingIn.model_validate(data)
-        except ValidationError as err:
-            raise BadRequest(validation_message(err)) from None
+        return parse_model(SightingIn, data)
 
     def check_rate(self, client: str) -> None:
         since = iso(datetime.now(UTC) - timedelta(hours=1))
@@ -144,10 +150,7 @@ class Sightings:
         return flat
 
     def update(self, tenant: str, sighting_id: str, patch: SightingPatch | dict[str, Any]) -> dict[str, Any]:
-        try:
-            p = patch if isinstance(patch, SightingPatch) else SightingPatch.model_validate(patch)
-        except ValidationError as err:
-            raise BadRequest(validation_message(err)) from None
+        p = parse_model(SightingPatch, patch)
         current = self.get(tenant, sighting_id)
         changes = p.model_dump(exclude_unset=True, exclude_none=True)
         if not changes:

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.engine import Connection
 
 from society5.core.errors import BadRequest, NotFound, TooManyRequests
@@ -25,7 +25,7 @@ from society5.core.regions import hokkaido_municipalities
 from society5.core.timeutil import iso, now_iso
 from society5.notify import MessageTemplate, notifier_of, registry
 from society5.services.bears import geo, tables
-from society5.services.bears.sightings import validation_message
+from society5.services.bears.sightings import parse_model
 
 TAG = "bears"
 PUBLIC_TAG = "bears-public"
@@ -133,14 +133,6 @@ def check_area(
         raise ValueError(f"lat/lon: {err}") from None
 
 
-def parse(model: type[BaseModel], data: Any) -> Any:
-    if isinstance(data, model):
-        return data
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise BadRequest(validation_message(err)) from None
-
 
 def recipient_id(channel: str, address: str) -> str:
     """One recipient per channel address and tenant, whatever number of areas it subscribes to."""
@@ -194,7 +186,7 @@ class Subscriptions:
 
     # -- staff ---------------------------------------------------------------------------------------------
     def create(self, tenant: str, data: SubscriptionIn | dict[str, Any]) -> dict[str, Any]:
-        s: SubscriptionIn = parse(SubscriptionIn, data)
+        s: SubscriptionIn = parse_model(SubscriptionIn, data)
         notifier = notifier_of(self.platform)
         if s.recipient is not None:
             found = notifier.recipients.find(tenant, s.recipient)
@@ -289,7 +281,7 @@ class Subscriptions:
         return public(row._mapping)
 
     def update(self, tenant: str, sub_id: str, patch: SubscriptionPatch | dict[str, Any]) -> dict[str, Any]:
-        p: SubscriptionPatch = parse(SubscriptionPatch, patch)
+        p: SubscriptionPatch = parse_model(SubscriptionPatch, patch)
         current = self.get(tenant, sub_id)
         changes = p.model_dump(exclude_unset=True, exclude_none=True)
         if "radius_m" in changes and current["radius_m"] is None:
@@ -313,7 +305,7 @@ class Subscriptions:
         self, tenant: str, data: PublicSubscribeIn | dict[str, Any], *, client: str, base_url: str
     ) -> dict[str, Any]:
         """Record an unconfirmed sign-up and mail its confirmation link; returns the pending subscription."""
-        s: PublicSubscribeIn = parse(PublicSubscribeIn, data)
+        s: PublicSubscribeIn = parse_model(PublicSubscribeIn, data)
         from society5.notify.channels.mail import check_address
 
         try:
