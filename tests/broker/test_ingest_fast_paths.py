@@ -6,6 +6,7 @@ import gc
 import random
 import threading
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -178,3 +179,45 @@ def test_batches_run_without_the_collector_and_restore_it(sqlite_platform: Any) 
     with pytest.raises(BadRequest):
         broker.batch_upsert(None, "not a list")
     assert gc.isenabled()
+
+
+def test_plain_history_insert_stores_what_the_general_insert_stores() -> None:
+    """The literal-time statement (4 binds a row) writes exactly the row the general one (11 binds) writes,
+    floats included, for every instance it accepts; the others it declines."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine("sqlite://")
+    T.instances.create(engine)
+    rng = random.Random(7)
+    nows = [NOW, "2026-11-26T17:18:44.123456Z"] + [
+        datetime.fromtimestamp(rng.uniform(1.6e9, 1.9e9), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        for _ in range(300)]
+    general = "INSERT INTO broker_temporal_instances ({}) VALUES ({})".format(
+        ", ".join(T.ROW_COLUMNS), ", ".join("?" * len(T.ROW_COLUMNS)))
+    with engine.connect() as conn:
+        db: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+        accepted = 0
+        for now in nows:
+            now_ts = T._epoch(now)
+            sql = T._plain_insert_sql(now, now_ts)
+            assert sql is not None
+            for inst in [*INSTANCES, {"type": "Property", "value": rng.uniform(-1e6, 1e6),
+                                      "createdAt": now, "modifiedAt": now}]:
+                row = T._plain_row(5, inst, now, "urn:x")
+                if row is None:
+                    kept_apart = "observedAt" in inst or "deletedAt" in inst
+                    assert kept_apart or inst.get("createdAt") not in (None, now)
+                    continue
+                accepted += 1
+                db.execute("DELETE FROM broker_temporal_instances")
+                db.execute(sql, row)
+                db.execute(general, T._row_params(5, inst, now, now_ts, "urn:x"))
+                columns = ", ".join(T.ROW_COLUMNS)
+                a, b = db.execute(f"SELECT {columns} FROM broker_temporal_instances").fetchall()
+                assert a == b
+                assert type(a[3]) is float and a[3] == now_ts
+        assert accepted > len(nows) * 5
+    assert T._plain_insert_sql("2024-05-01T10:00:00Z'; DROP TABLE x; --", 0.0) is None
+    assert T._plain_insert_sql("2024-05-01T10:00:00+09:00", 0.0) is None

@@ -347,6 +347,9 @@ class TemporalStore:
         # would cost more than the insert itself. The series ids come from the cache (nearly always); rows
         # of series it does not hold get theirs below.
         cached = self._sids
+        if self.sqlite and not replace_same_time:
+            self._write_sqlite(conn, batch, instance_ids)
+            return
         params: list[tuple[Any, ...]] = []
         append = params.append
         unknown: dict[int, tuple[str, str, str, str]] = {}  # row index → series key
@@ -382,6 +385,44 @@ class TemporalStore:
             driver.executemany(self._insert_sql, params)
         else:
             conn.exec_driver_sql(self._insert_sql, params)
+
+    def _write_sqlite(self, conn: Connection,
+                      batch: Sequence[tuple[str, str, Sequence[PendingInstance], str]],
+                      instance_ids: list[str]) -> None:
+        """The rows of a flush on SQLite, in order. A plain instance (no observedAt, not a deletion, created
+        by this write: what nearly every sensor update makes) goes through a statement that carries the
+        write's time as literals, so each row binds 4 values instead of 11; SQLite's per-value binding made
+        up about a third of a 1,000-entity batch's history insert. Other rows take the general statement.
+        Consecutive rows of one kind are one ``executemany``."""
+        cached = self._sids
+        runs: list[tuple[str, list[list[Any]]]] = []
+        unknown: list[tuple[list[Any], tuple[str, str, str, str]]] = []
+        i = 0
+        for t, e, items, now in batch:
+            now_ts = _epoch(now)
+            plain_sql = _plain_insert_sql(now, now_ts)
+            for p in items:
+                inst = p.inst
+                key = (t, e, p.attr, inst.get("datasetId") or "")
+                sid = cached.get(key) or 0
+                row = _plain_row(sid, inst, now, instance_ids[i]) if plain_sql is not None else None
+                sql = plain_sql if row is not None and plain_sql is not None else self._insert_sql
+                if row is None:
+                    row = list(_row_params(sid, inst, now, now_ts, instance_ids[i]))
+                if not sid:
+                    unknown.append((row, key))
+                if runs and runs[-1][0] == sql:
+                    runs[-1][1].append(row)
+                else:
+                    runs.append((sql, [row]))
+                i += 1
+        if unknown:
+            sids = self._series_ids(conn, {key for _row, key in unknown})
+            for row, key in unknown:
+                row[0] = sids[key]
+        driver: Any = conn.connection.driver_connection  # in SQLAlchemy's transaction, as the entity store
+        for sql, rows in runs:
+            driver.executemany(sql, rows)
 
     def _delete_same_time(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         live = (instances.c.deleted.is_(False), instances.c.observed_at.is_not(None))
@@ -1180,18 +1221,55 @@ def _row_params(sid: int, inst: dict[str, Any], now: str, now_ts: float,
     else:
         observed = inst.get("observedAt")
         ts = _epoch(observed) if observed else now_ts
-        value_num = None
-        if inst.get("type", "Property") == "Property":
-            value: Any = inst.get("value")
-            kind = type(value)
-            if kind is float:
-                value_num = value if math.isfinite(value) else None
-            elif kind is int:
-                value_num = float(value)
-            elif kind is not str:
-                value_num = _num(value)
+        value_num = _value_num(inst)
     return (sid, instance_id or INSTANCE_PREFIX + _uuid4(), "deletedAt" in inst, ts, observed, created, now,
             now_ts if created == now else _epoch(created), now_ts, value_num, orjson.dumps(stored).decode())
+
+
+_PLAIN_NOW = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
+
+
+@functools.lru_cache(maxsize=16)  # a batch's entities share one time
+def _plain_insert_sql(now: str, now_ts: float) -> str | None:
+    """The insert of plain instances written at ``now`` (SQLite): every column but sid, instance_id,
+    value_num and the instance is a literal. The time is written as an exact quotient (a double is an
+    integer over a power of two): SQLite reads some 17-digit decimal literals back one unit off in the last
+    place. None for a time that is not the broker's own fixed format (never quoted into SQL)."""
+    if not _PLAIN_NOW.fullmatch(now) or not math.isfinite(now_ts):
+        return None
+    num, den = now_ts.as_integer_ratio()
+    ts = f"({num} / {float(den)!r})"
+    return (f"INSERT INTO {instances.name} ({', '.join(ROW_COLUMNS)}) "
+            f"VALUES (?, ?, 0, {ts}, NULL, '{now}', '{now}', {ts}, {ts}, ?, ?)")
+
+
+def _plain_row(sid: int, inst: dict[str, Any], now: str, instance_id: str) -> list[Any] | None:
+    """[sid, instance_id, value_num, instance JSON] of an instance that :func:`_plain_insert_sql` can
+    write (the same values :func:`_row_params` gives it), else None."""
+    if "observedAt" in inst or "deletedAt" in inst:
+        return None
+    created = inst.get("createdAt")
+    if created and created != now:
+        return None
+    stored = dict(inst)
+    stored.pop("createdAt", None)
+    stored.pop("modifiedAt", None)
+    return [sid, instance_id, _value_num(inst), orjson.dumps(stored).decode()]
+
+
+def _value_num(inst: dict[str, Any]) -> float | None:
+    """The number a history row keeps for aggregation: a Property's finite number (booleans as 0/1)."""
+    if inst.get("type", "Property") != "Property":
+        return None
+    value: Any = inst.get("value")
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
+    if kind is str:
+        return None
+    return _num(value)
 
 
 def _row_values(sid: int, inst: dict[str, Any], now: str, now_ts: float) -> tuple[Any, ...]:

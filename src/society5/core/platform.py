@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from society5.core.auth import KeyStore, TenantStore, UserStore
-from society5.core.db import make_engine, upgrade
+from society5.core.db import WalCheckpointer, make_engine, sqlite_file, upgrade
 from society5.core.outbox import Outbox, RetryPolicy
 from society5.core.settings import Settings
 
@@ -24,13 +24,17 @@ class Platform:
     outbox: Outbox
     # Components of higher layers (the broker, services' state) registered by name at start-up.
     parts: dict[str, Any] = field(default_factory=dict)
+    # Embedded SQLite: the WAL is checkpointed off the request path (None on PostgreSQL).
+    checkpointer: WalCheckpointer | None = None
 
     @classmethod
     def open(cls, settings: Settings, migrate: bool = True) -> Platform:
         engine = make_engine(settings)
         if migrate:
             upgrade(engine)
+        path = sqlite_file(engine)
         return cls(
+            checkpointer=WalCheckpointer(path).start() if path is not None else None,
             settings=settings,
             engine=engine,
             keys=KeyStore(engine),
@@ -46,4 +50,6 @@ class Platform:
 
     def close(self) -> None:
         self.outbox.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.engine.dispose()

@@ -1,0 +1,121 @@
+"""The background WAL checkpointer keeps an embedded database's WAL short without any writer checkpointing."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from society5.core.db import WRITER_CHECKPOINT_PAGES, WalCheckpointer, make_engine, sqlite_file
+from society5.core.platform import Platform
+from tests.conftest import make_settings
+
+ROW = "x" * 3000  # about one 4 KB page of WAL per row
+
+
+def _engine(tmp_path: Path) -> sa.Engine:
+    engine = make_engine(make_settings(f"sqlite:///{tmp_path / 'w.db'}"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE w (n INTEGER PRIMARY KEY, body TEXT)"))
+    return engine
+
+
+def _write(engine: sa.Engine, start: int, rows: int, per_tx: int = 20) -> None:
+    for first in range(start, start + rows, per_tx):
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO w VALUES (:n, :b)"),
+                         [{"n": n, "b": ROW} for n in range(first, first + per_tx)])
+
+
+def _wal_bytes(path: Path) -> int:
+    wal = Path(f"{path}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_wal_frames_is_what_sqlite_reports(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    path = sqlite_file(engine)
+    assert path == (tmp_path / "w.db").resolve()
+    _write(engine, 0, 100)
+    with engine.connect() as conn:  # a connection stays open, so the WAL and its index stay
+        checkpointer = WalCheckpointer(path)
+        frames = checkpointer.wal_frames()
+        db = sqlite3.connect(path)
+        _busy, log, _done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        db.close()
+        assert frames == log > 100
+        assert checkpointer.wal_frames() == 0  # all copied: nothing is waiting
+        _write(engine, 100, 20)
+        assert 20 <= checkpointer.wal_frames() < 40  # the WAL started over
+        conn.execute(sa.text("SELECT 1"))
+    engine.dispose()
+    assert WalCheckpointer(tmp_path / "none.db").wal_frames() == 0
+
+
+def test_wal_stays_short_with_the_checkpointer_and_grows_without(tmp_path: Path) -> None:
+    """Well under the writers' own checkpoint (WRITER_CHECKPOINT_PAGES), the WAL grows with every write;
+    with the checkpointer it is started over again and again and stays near its threshold."""
+    rows = 1_500
+    assert rows < WRITER_CHECKPOINT_PAGES
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    without = _engine(tmp_path / "a")
+    _write(without, 0, rows)
+    grown = _wal_bytes(tmp_path / "a" / "w.db")
+    assert grown > rows * 4096
+
+    engine = _engine(tmp_path / "b")
+    path = sqlite_file(engine)
+    assert path is not None
+    checkpointer = WalCheckpointer(path, threshold_frames=100, poll_s=0.005).start()
+    try:
+        for start in range(0, rows, 100):
+            before = checkpointer.checkpoints
+            _write(engine, start, 100)
+            deadline = time.monotonic() + 5
+            while checkpointer.checkpoints == before and time.monotonic() < deadline:
+                time.sleep(0.005)  # a fast writer outruns any poller: give it the pauses a server has
+        assert checkpointer.checkpoints >= 5
+        assert _wal_bytes(path) < grown / 3
+    finally:
+        checkpointer.stop()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*), min(n), max(n) FROM w")).one() == (rows, 0, rows - 1)
+    assert not checkpointer._thread.is_alive()
+    without.dispose()
+    engine.dispose()
+
+
+def test_idle_frames_are_checkpointed_after_a_while(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    path = sqlite_file(engine)
+    assert path is not None
+    checkpointer = WalCheckpointer(path, threshold_frames=10_000, idle_s=0.2, poll_s=0.01).start()
+    try:
+        _write(engine, 0, 40)
+        deadline = time.monotonic() + 5
+        while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.checkpoints >= 1
+    finally:
+        checkpointer.stop()
+    engine.dispose()
+
+
+def test_the_platform_runs_one_on_sqlite_files_only(platform: Platform, tmp_path: Path) -> None:
+    if platform.engine.dialect.name == "sqlite":
+        assert platform.checkpointer is not None and platform.checkpointer._thread.is_alive()
+    else:
+        assert platform.checkpointer is None
+    own = Platform.open(make_settings(f"sqlite:///{tmp_path / 'own.db'}"))
+    assert own.checkpointer is not None
+    own.close()
+    assert not own.checkpointer._thread.is_alive()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_no_file_no_checkpointer(url: str) -> None:
+    assert sqlite_file(sa.create_engine(url)) is None
