@@ -108,7 +108,8 @@ def broker_of(request: Request) -> Broker:
 class _db:
     """``await _db(request).method(...)``: a broker call from an async route. SQLite answers in microseconds
     and serialises writers anyway, so it runs inline; a PostgreSQL round trip must not stall the event loop,
-    so there the call goes to the thread pool."""
+    so there the call goes to the thread pool. Single-entity attribute writes go through group commit on
+    both (``_Coalescer``)."""
 
     def __init__(self, request: Request):
         self.broker = broker_of(request)
@@ -118,70 +119,115 @@ class _db:
         inline = self.broker.engine.dialect.name == "sqlite"
 
         async def call(*args: Any, **kwargs: Any) -> Any:
+            if name in GROUP_COMMITTED:
+                return await _coalescer(self.broker).submit(lambda: method(*args, **kwargs))
             if inline:
-                if name in GROUP_COMMITTED:
-                    return await _coalescer(self.broker).submit(lambda: method(*args, **kwargs))
                 return method(*args, **kwargs)
+            if name in GROUPED_READS:
+                return await _coalescer(self.broker, reads=True).submit(lambda: method(*args, **kwargs))
             return await run_in_threadpool(method, *args, **kwargs)
 
         return call
 
 
-# Single-entity attribute writes (what sensors send all day) share one SQLite transaction when they arrive
-# together: one commit then makes several requests durable, and each is answered only after that commit.
-# If any of them fails, the shared transaction is rolled back and each runs again on its own.
+# Single-entity attribute writes (what sensors send all day) share one transaction when they arrive together:
+# one commit then makes several requests durable, and each is answered only after that commit. If any of
+# them fails, the shared transaction is rolled back and each runs again on its own.
 GROUP_COMMITTED = frozenset({"update_attrs", "patch_attr", "append_attrs"})
+# PostgreSQL: retrievals by id that arrive together also take one thread hop (each still on its own).
+GROUPED_READS = frozenset({"retrieve"})
+
+_Outcome = tuple[bool, Any]  # (succeeded, the value or the exception)
 
 
 class _Coalescer:
-    def __init__(self, broker: Broker):
+    """Collects the group-committed writes (or, with ``reads``, the retrievals) of one broker. SQLite: a
+    group is the writes that became runnable in one turn of the event loop, run inline. PostgreSQL: one
+    group at a time runs in a worker thread and the requests that arrive meanwhile form the next one, so 16
+    concurrent sensors cost one thread hop (and, for writes, one commit) per group instead of one each: with
+    a thread per request the server spent most of its time handing the GIL between threads (PATCH went
+    from 1,040 to 2,345 requests/s, GET from 1,790 to 3,900)."""
+
+    def __init__(self, broker: Broker, reads: bool = False):
         self.broker = broker
+        self.reads = reads  # independent reads: no shared transaction, one failure fails only its request
+        self.threaded = broker.engine.dialect.name != "sqlite"
         self.pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self.draining = False
+        self._task: asyncio.Task[None] | None = None
 
     def submit(self, work: Callable[[], Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self.pending:
-            loop.call_soon(self._run)  # after the requests already runnable in this turn of the loop
         self.pending.append((work, future))
+        if not self.draining:
+            self.draining = True
+            if self.threaded:
+                self._task = loop.create_task(self._drain_in_thread())  # held: the loop keeps weak refs
+            else:
+                loop.call_soon(self._drain_inline)  # after the requests already runnable in this turn
         return future
 
-    def _run(self) -> None:
+    def _drain_inline(self) -> None:
+        self.draining = False
         batch, self.pending = self.pending, []
-        results: list[Any] = []
+        _settle(batch, self._run_group([work for work, _future in batch]))
+
+    async def _drain_in_thread(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    outcomes = await run_in_threadpool(self._run_group, [work for work, _future in batch])
+                except BaseException as err:  # cancelled while the group ran: no request is left waiting
+                    _settle(batch, [(False, err)] * len(batch))
+                    raise
+                _settle(batch, outcomes)
+        finally:
+            self.draining = False
+
+    def _run_group(self, works: list[Callable[[], Any]]) -> list[_Outcome]:
+        if self.reads:
+            return _each(works)
         try:
             with self.broker.db.shared():
-                for work, _future in batch:
-                    results.append(work())  # an error ends the shared transaction: rolled back
+                values = [work() for work in works]  # an error ends the shared transaction: rolled back
+            return [(True, value) for value in values]
         except Exception:
-            # One request failed (or the commit did): nothing of the batch was kept. Each request now runs in
+            # One request failed (or the commit did): nothing of the group was kept. Each request now runs in
             # a transaction of its own, so a failing one gets its error and the others are not affected.
-            for work, future in batch:
-                self._settle(future, work)
-            return
-        for (_work, future), value in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(value)
+            return _each(works)
 
-    @staticmethod
-    def _settle(future: asyncio.Future[Any], work: Callable[[], Any]) -> None:
+
+def _each(works: list[Callable[[], Any]]) -> list[_Outcome]:
+    outcomes: list[_Outcome] = []
+    for work in works:
         try:
-            value = work()
+            outcomes.append((True, work()))
         except Exception as err:
-            if not future.done():
-                future.set_exception(err)
+            outcomes.append((False, err))
+    return outcomes
+
+
+def _settle(batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]], outcomes: list[_Outcome]) -> None:
+    for (_work, future), (ok, value) in zip(batch, outcomes, strict=True):
+        if future.done():  # the client went away
+            continue
+        if ok:
+            future.set_result(value)
         else:
-            if not future.done():
-                future.set_result(value)
+            future.set_exception(value)
 
 
 _coalescers: weakref.WeakKeyDictionary[Broker, _Coalescer] = weakref.WeakKeyDictionary()
+_readers: weakref.WeakKeyDictionary[Broker, _Coalescer] = weakref.WeakKeyDictionary()
 
 
-def _coalescer(broker: Broker) -> _Coalescer:
-    found = _coalescers.get(broker)
+def _coalescer(broker: Broker, reads: bool = False) -> _Coalescer:
+    kept = _readers if reads else _coalescers
+    found = kept.get(broker)
     if found is None:
-        found = _coalescers[broker] = _Coalescer(broker)
+        found = kept[broker] = _Coalescer(broker, reads=reads)
     return found
 
 

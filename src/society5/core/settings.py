@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SOCIETY5_", env_file=None, extra="ignore")
 
     database_url: str = DEFAULT_SQLITE
+    # PostgreSQL connections a process keeps open. Fewer than the requests that use the database at once
+    # (the web thread pool runs up to 40) means a new connection, a new server process, per request beyond
+    # it: under 16 concurrent clients that cost more than the queries themselves.
+    db_pool_size: int = Field(default=32, ge=1, le=500)
     auth: Literal["on", "off"] = "on"
     demo: bool = False
     secret_key: str = ""

@@ -1,4 +1,4 @@
-"""The background WAL checkpointer keeps an embedded database's WAL short without any writer checkpointing."""
+"""The database engine: a background WAL checkpointer on SQLite; only idle PostgreSQL connections pinged."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from society5.core.db import WRITER_CHECKPOINT_PAGES, WalCheckpointer, make_engine, sqlite_file
 from society5.core.platform import Platform
-from tests.conftest import make_settings
+from tests.conftest import PG_ADMIN_URL, make_settings
 
 ROW = "x" * 3000  # about one 4 KB page of WAL per row
 
@@ -119,3 +119,45 @@ def test_the_platform_runs_one_on_sqlite_files_only(platform: Platform, tmp_path
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
 def test_no_file_no_checkpointer(url: str) -> None:
     assert sqlite_file(sa.create_engine(url)) is None
+
+
+def _backend_pid(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+@pytest.mark.postgres
+def test_postgres_connections_idle_in_the_pool_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that sat idle is pinged at checkout and replaced if the server dropped it; one in steady
+    use is not (no round trip per request), so a drop shows on its next statement."""
+    from society5.core import db
+
+    engine = make_engine(make_settings(PG_ADMIN_URL))
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
+    first = _backend_pid(engine)
+    _terminate_other(engine, first)
+    after = _backend_pid(engine)  # the dead one is pinged, discarded, and a live one is used
+    assert after != first
+
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)
+    current = _backend_pid(engine)
+    _terminate_other(engine, current)
+    with pytest.raises(sa.exc.SQLAlchemyError):
+        _backend_pid(engine)
+    assert _backend_pid(engine) != current  # the pool was refreshed after the failure
+    engine.dispose()
+
+
+def _terminate_other(engine: sa.Engine, pid: int) -> None:
+    """Terminate backend ``pid`` from a connection of its own (not from the pool under test)."""
+    import psycopg
+
+    url = engine.url.set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    deadline = time.monotonic() + 5
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
