@@ -9,7 +9,10 @@ harbour or a river mouth on the coast is not refused.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from society5.core.regions import Municipality, hokkaido_municipalities
 
@@ -47,12 +50,77 @@ def in_ring(lat: float, lon: float, ring: tuple[tuple[float, float], ...] = HOKK
 
 
 def on_land(lat: float, lon: float) -> bool:
-    from global_land_mask import globe
-
-    if globe.is_land(lat, lon):
+    land = hokkaido_land()
+    if land.is_land(lat, lon):
         return True
     d = LAND_TOLERANCE_DEG
-    return any(globe.is_land(lat + a, lon + b) for a in (-d, 0, d) for b in (-d, 0, d) if a or b)
+    return any(land.is_land(lat + a, lon + b) for a in (-d, 0, d) for b in (-d, 0, d) if a or b)
+
+
+# The part of the GLOBE mask this service reads: the ring's box with a margin.
+MASK_LAT = (41.0, 46.0)
+MASK_LON = (138.5, 149.5)
+
+
+@dataclass(frozen=True)
+class LandMask:
+    """A window of the GLOBE land mask, read the way ``global_land_mask.globe.is_land`` reads the whole."""
+
+    ocean: Any  # numpy bool array, True at sea
+    lat0: float  # the whole mask's first latitude and step (the package's own index arithmetic)
+    dlat: float
+    lon0: float
+    dlon: float
+    row0: int  # the window's first row and column in the whole mask
+    col0: int
+
+    def is_land(self, lat: float, lon: float) -> bool:
+        row = int((lat - self.lat0) / self.dlat) - self.row0
+        col = int((lon - self.lon0) / self.dlon) - self.col0
+        if not (0 <= row < self.ocean.shape[0] and 0 <= col < self.ocean.shape[1]):
+            return False  # outside the window: never inside the ring
+        return not bool(self.ocean[row, col])
+
+
+@lru_cache(maxsize=1)
+def hokkaido_land() -> LandMask:
+    """Hokkaido's window of the mask (0.6 MB), streamed out of the package's compressed file.
+
+    ``from global_land_mask import globe`` inflates the whole 1 km world mask into memory, 21600 × 43200
+    cells: 890 MB held for as long as the process runs, which was three quarters of the demo's memory. The
+    rows are stored north to south, so the file is inflated only down to Hokkaido's southern edge, a few
+    hundred rows at a time, and all but the window is dropped as it goes."""
+    import importlib.util
+    import zipfile
+
+    import numpy as np
+    from numpy.lib import format as npformat
+
+    spec = importlib.util.find_spec("global_land_mask")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the global-land-mask package is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "globe_combined_mask_compressed.npz"
+    with np.load(path) as npz:
+        lats, lons = npz["lat"], npz["lon"]
+    lat0, dlat = float(lats[0]), float(lats[1] - lats[0])
+    lon0, dlon = float(lons[0]), float(lons[1] - lons[0])
+    rows = sorted(int((lat - lat0) / dlat) for lat in MASK_LAT)
+    cols = sorted(int((lon - lon0) / dlon) for lon in MASK_LON)
+    with zipfile.ZipFile(path) as zf, zf.open("mask.npy") as f:
+        version = npformat.read_magic(f)
+        read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if fortran or dtype != np.bool_ or len(shape) != 2 or shape[1] != len(lons):
+            raise RuntimeError(f"unexpected land mask layout {shape} {dtype} fortran={fortran}")
+        width = shape[1]
+        skip = rows[0]
+        while skip:
+            step = min(skip, 256)
+            f.read(step * width)
+            skip -= step
+        band = np.frombuffer(f.read((rows[1] - rows[0] + 1) * width), dtype=np.bool_)
+    band = band.reshape(-1, width)[:, cols[0] : cols[1] + 1].copy()
+    return LandMask(band, lat0, dlat, lon0, dlon, rows[0], cols[0])
 
 
 def check_location(lat: float, lon: float) -> None:
