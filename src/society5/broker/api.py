@@ -179,8 +179,9 @@ class _Coalescer:
                 batch, self.pending = self.pending, []
                 try:
                     outcomes = await run_in_threadpool(self._run_group, [work for work, _future in batch])
-                except BaseException as err:  # cancelled while the group ran: no request is left waiting
-                    _settle(batch, [(False, err)] * len(batch))
+                except BaseException:  # cancelled (shutdown) while the group ran: no request is left waiting
+                    for _work, future in batch:
+                        future.cancel()
                     raise
                 _settle(batch, outcomes)
         finally:
