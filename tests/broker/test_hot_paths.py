@@ -145,10 +145,10 @@ def test_concurrent_reads_each_get_their_own_answer(
     groups: list[int] = []
     run_group = api._Coalescer._run_group
 
-    def counted(self: Any, works: list[Any]) -> Any:
+    def counted(self: Any, works: list[Any], keys: list[Any]) -> Any:
         if self.reads:
             groups.append(len(works))
-        return run_group(self, works)
+        return run_group(self, works, keys)
 
     monkeypatch.setattr(api._Coalescer, "_run_group", counted)
 
@@ -171,3 +171,36 @@ def test_concurrent_reads_each_get_their_own_answer(
         assert sum(groups) == 25 and len(groups) < 25, groups
     else:
         assert groups == []
+
+
+def test_a_group_reads_its_entities_in_one_statement(platform: Platform) -> None:
+    """On PostgreSQL the entities of a group of writes are read (and locked) together; two writes of one
+    entity in a group both land (the second reads what the first wrote)."""
+    app, broker = _tanks(platform, 30)
+    reads: list[int] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, params: Any, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "broker_entities" in statement \
+                and "FOR UPDATE" in statement.upper():
+            reads.append(1)
+
+    sa.event.listen(platform.engine, "before_cursor_execute", count)
+    bodies = {i: _level(i) for i in range(30)}
+    assert _patch_all(app, bodies) == [204] * 30
+    sa.event.remove(platform.engine, "before_cursor_execute", count)
+    assert {i: broker.get(None, f"urn:ngsi-ld:Tank:{i}")["level"]["value"] for i in range(30)} == \
+        {i: i + 1 for i in range(30)}
+    if platform.engine.dialect.name == "postgresql":
+        assert 0 < len(reads) < 10, f"{len(reads)} locking reads for 30 writes"
+
+    async def two_attrs() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://s5") as client:
+            url = f"{E}/urn:ngsi-ld:Tank:3/attrs"
+            calls = [client.post(url, json={"note": {"type": "Property", "value": "a"}}, headers=H),
+                     client.patch(url, json={"level": {"type": "Property", "value": 99}}, headers=H)]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    assert asyncio.run(two_attrs()) == [204, 204]
+    tank = broker.get(None, "urn:ngsi-ld:Tank:3")
+    assert tank["level"]["value"] == 99 and tank["note"]["value"] == "a"

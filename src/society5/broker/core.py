@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 ChangeListener = Callable[[Connection, str, "dict[str, Any] | None", "dict[str, Any] | None"], None]
 
+_PREFETCHED = "s5.broker.prefetched"
 _gc_lock = threading.Lock()
 _gc_paused_by_us = False
 
@@ -125,11 +126,36 @@ class Broker:
     def _changed(
         self, conn: Connection, tenant: str, old: dict[str, Any] | None, new: dict[str, Any] | None
     ) -> None:
+        ready: dict[tuple[str, str], dict[str, Any]] | None = conn.info.get(_PREFETCHED)
+        if ready:  # written by some other path of the group (a listener, a batch): read it again when needed
+            ready.pop((tenant, (new or old or {}).get("id", "")), None)
         for listener in self.listeners:
             listener(conn, tenant, old, new)
 
+    @contextmanager
+    def prefetched(self, conn: Connection, keys: Sequence[tuple[str | None, str]]) -> Iterator[None]:
+        """Read (and lock) the entities that a group of single-entity writes is about to change in one
+        statement: each write then finds its entity here instead of making a round trip of its own. An
+        entity is handed out once (a second write of it in the group reads what the first wrote); what is
+        left is dropped when the group ends."""
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, entity_id in keys:
+            by_tenant.setdefault(tenant or DEFAULT_TENANT, []).append(entity_id)
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for name, ids in by_tenant.items():
+            for eid, doc in self.store.get_many(conn, name, ids, for_update=True).items():
+                found[(name, eid)] = doc
+        conn.info[_PREFETCHED] = found
+        try:
+            yield
+        finally:
+            conn.info.pop(_PREFETCHED, None)
+
     def _load(self, conn: Connection, tenant: str, entity_id: str, principal: Principal) -> dict[str, Any]:
-        doc = self.store.get(conn, tenant, entity_id, for_update=True)
+        ready: dict[tuple[str, str], dict[str, Any]] | None = conn.info.get(_PREFETCHED)
+        doc = ready.pop((tenant, entity_id), None) if ready else None
+        if doc is None:
+            doc = self.store.get(conn, tenant, entity_id, for_update=True)
         if doc is None:
             raise NotFound(f"entity {entity_id} does not exist")
         return doc
