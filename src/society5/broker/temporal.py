@@ -344,65 +344,46 @@ class TemporalStore:
         count = sum(len(items) for _t, _e, items, _now in batch)
         if not count:
             return
-        instance_ids = _uuid4s(count)
-        # Straight to the driver as tuples: SQLAlchemy's per-row parameter processing (or a dict per row)
-        # would cost more than the insert itself. The series ids come from the cache (nearly always); rows
-        # of series it does not hold get theirs below.
-        cached = self._sids
-        if self.sqlite and not replace_same_time:
-            self._write_sqlite(conn, batch, instance_ids)
-            return
-        params: list[tuple[Any, ...]] = []
-        append = params.append
-        unknown: dict[int, tuple[str, str, str, str]] = {}  # row index → series key
-        i = 0
-        for t, e, items, now in batch:
-            now_ts = _epoch(now)
-            for p in items:
-                inst = p.inst
-                key = (t, e, p.attr, inst.get("datasetId") or "")
-                sid = cached.get(key)
-                if sid is None:
-                    unknown[i] = key
-                append(_row_params(sid or 0, inst, now, now_ts, instance_ids[i]))
-                i += 1
-        if unknown:
-            sids = self._series_ids(conn, set(unknown.values()))
-            for i, key in unknown.items():
-                params[i] = (sids[key], *params[i][1:])
+        # Straight to the driver: SQLAlchemy's per-row parameter processing (or a dict per row) would cost
+        # more than the insert itself.
+        runs = self._rows(conn, batch, _uuid4s(count), literal_times=self.sqlite and not replace_same_time)
         if replace_same_time:
             # Re-sending an observation (same series, same observedAt) replaces it: updates are idempotent,
             # also within one batch (the last of two same-time instances wins).
-            latest: dict[tuple[Any, Any], tuple[Any, ...]] = {}
-            timeless: list[tuple[Any, ...]] = []
-            for row in params:
+            ((sql, rows),) = runs  # without literal times every row takes the general statement
+            latest: dict[tuple[Any, Any], list[Any]] = {}
+            timeless: list[list[Any]] = []
+            for row in rows:
                 if row[4] is None:  # no observedAt
                     timeless.append(row)
                 else:
                     latest[(row[0], row[3])] = row
-            params = timeless + list(latest.values())
-            self._delete_same_time(conn, params)
+            runs = [(sql, timeless + list(latest.values()))]
+            self._delete_same_time(conn, runs[0][1])
         if self.sqlite:  # inside SQLAlchemy's transaction, on the same connection (as the entity store does)
             driver: Any = conn.connection.driver_connection
-            driver.executemany(self._insert_sql, params)
+            for sql, rows in runs:
+                driver.executemany(sql, rows)
         else:
-            conn.exec_driver_sql(self._insert_sql, params)
+            for sql, rows in runs:
+                conn.exec_driver_sql(sql, [tuple(row) for row in rows])
 
-    def _write_sqlite(self, conn: Connection,
-                      batch: Sequence[tuple[str, str, Sequence[PendingInstance], str]],
-                      instance_ids: list[str]) -> None:
-        """The rows of a flush on SQLite, in order. A plain instance (no observedAt, not a deletion, created
-        by this write: what nearly every sensor update makes) goes through a statement that carries the
+    def _rows(self, conn: Connection, batch: Sequence[tuple[str, str, Sequence[PendingInstance], str]],
+              instance_ids: list[str], literal_times: bool) -> list[tuple[str, list[list[Any]]]]:
+        """The insert statements of a flush and their rows, in order; consecutive rows of one statement are
+        one run. With ``literal_times`` (SQLite) a plain instance (no observedAt, not a deletion, created by
+        this write: what nearly every sensor update makes) goes through a statement that carries the
         write's time as literals, so each row binds 4 values instead of 11; SQLite's per-value binding made
         up about a third of a 1,000-entity batch's history insert. Other rows take the general statement.
-        Consecutive rows of one kind are one ``executemany``."""
+        The series ids come from the cache (nearly always); rows of series it does not hold get theirs
+        below."""
         cached = self._sids
         runs: list[tuple[str, list[list[Any]]]] = []
         unknown: list[tuple[list[Any], tuple[str, str, str, str]]] = []
         i = 0
         for t, e, items, now in batch:
             now_ts = _epoch(now)
-            plain_sql = _plain_insert_sql(now, now_ts)
+            plain_sql = _plain_insert_sql(now, now_ts) if literal_times else None
             for p in items:
                 inst = p.inst
                 key = (t, e, p.attr, inst.get("datasetId") or "")
@@ -422,11 +403,9 @@ class TemporalStore:
             sids = self._series_ids(conn, {key for _row, key in unknown})
             for row, key in unknown:
                 row[0] = sids[key]
-        driver: Any = conn.connection.driver_connection  # in SQLAlchemy's transaction, as the entity store
-        for sql, rows in runs:
-            driver.executemany(sql, rows)
+        return runs
 
-    def _delete_same_time(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    def _delete_same_time(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
         live = (instances.c.deleted.is_(False), instances.c.observed_at.is_not(None))
         if not self.sqlite:
             # One statement per 500 instances: a DELETE per series cost a round trip each (a batch of MQTT

@@ -114,25 +114,23 @@ class DeliveryLog:
             with self.engine.begin() as own:
                 self.mark_sent(items, own, only_from=only_from)
             return
-        if not items:
-            return
-        now = now_iso()
-        stmt = (table.update()
-                # OR, not IN: an expanding IN cannot be part of an executemany.
-                .where(table.c.id == sa.bindparam("did"), sa.or_(*(table.c.status == s for s in only_from)))
-                .values(status=SENT, attempts=sa.bindparam("n"), last_error=None, updated_at=now,
-                        sent_at=now))
-        conn.execute(stmt, [{"did": d, "n": n} for d, n in items])
+        self.mark_many(conn, SENT, [(d, n, None) for d, n in items], only_from=only_from)
 
     def mark_many(self, conn: Connection, status: str, items: Sequence[tuple[str, int, str | None]], *,
                   only_from: Sequence[str] = OPEN) -> None:
-        """Move many deliveries (id, attempts, last error) to ``status`` in one statement (not sent)."""
+        """Move many deliveries (id, attempts, last error) from one of ``only_from`` to ``status`` in one
+        statement."""
         if not items:
             return
+        now = now_iso()
+        values: dict[str, Any] = {"status": status, "attempts": sa.bindparam("n"),
+                                  "last_error": sa.bindparam("err"), "updated_at": now}
+        if status == SENT:
+            values["sent_at"] = now
         stmt = (table.update()
+                # OR, not IN: an expanding IN cannot be part of an executemany.
                 .where(table.c.id == sa.bindparam("did"), sa.or_(*(table.c.status == s for s in only_from)))
-                .values(status=status, attempts=sa.bindparam("n"), last_error=sa.bindparam("err"),
-                        updated_at=now_iso()))
+                .values(**values))
         conn.execute(stmt, [{"did": d, "n": n, "err": e} for d, n, e in items])
 
     def tried(self, conn: Connection, request: str, recipient: str) -> set[str]:

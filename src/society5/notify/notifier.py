@@ -28,6 +28,7 @@ from society5.core.tables import outbox as outbox_table
 from society5.core.timeutil import iso, now_iso
 from society5.notify import deliveries as log_
 from society5.notify.channels import BatchChannel, Channel, Outgoing
+from society5.notify.channels.base import outcome_of
 from society5.notify.deliveries import Delivery, DeliveryLog
 from society5.notify.quiet import parse_hhmm, quiet_wait, zone
 from society5.notify.ratelimit import TokenBucket
@@ -224,24 +225,14 @@ class Notifier:
             if delivery is None or delivery.status in (log_.SENT, log_.DEAD):
                 return  # pruned, or a duplicate after a crash: nothing left to do
             person = self.recipients.find(delivery.tenant, delivery.recipient, conn)
-        if person is None or not person.active:
-            raise GiveUp(f"recipient {delivery.recipient!r} was removed or deactivated")
-        address = person.channels.get(delivery.channel)
-        channel = self.channels.get(delivery.channel)
-        if address is None or channel is None:
-            raise GiveUp(f"recipient {person.id!r} has no {delivery.channel} address any more")
-        if not delivery.urgent:
-            self._defer_if(self._quiet_wait(person), delivery, "quiet hours")
-        bucket = self.limits.get(delivery.channel)
-        if bucket is not None:
-            self._defer_if(bucket.take(delivery.id), delivery, f"{delivery.channel} rate limit")
-        out = Outgoing(
-            delivery_id=delivery.id, tenant=delivery.tenant, recipient_id=person.id,
-            recipient_name=person.name, address=address, template=delivery.template, lang=delivery.lang,
-            title=delivery.title, text=delivery.body_text, html=delivery.body_html, urgent=delivery.urgent,
-            secret=person.webhook_secret)
         try:
-            channel.send(out)
+            reached, out = self._outgoing(delivery, person)
+        except Defer as defer:
+            if delivery.status != log_.DEFERRED or delivery.last_error != str(defer):
+                self.deliveries.mark(delivery.id, log_.DEFERRED, last_error=str(defer))
+            raise
+        try:
+            self.channels[delivery.channel].send(out)
         except Defer as defer:  # the receiver asked us to wait (e.g. 429 with Retry-After)
             self.deliveries.mark(delivery.id, log_.DEFERRED, last_error=str(defer))
             raise
@@ -250,10 +241,33 @@ class Notifier:
         except Exception as err:
             # Escalate early when another channel can take over; the last channel keeps the outbox's full
             # retry schedule, so an outage of the only way to reach someone does not lose the message.
-            if message.attempts + 1 >= self.escalate_after and self._next_channel(delivery, person):
+            if message.attempts + 1 >= self.escalate_after and self._next_channel(delivery, reached):
                 raise GiveUp(f"{type(err).__name__}: {err} (after {message.attempts + 1} attempts)") from err
             raise
         # Marked sent by observe_sent, with the rest of the outbox's batch, once the outbox recorded it done.
+
+    def _outgoing(self, delivery: Delivery, person: Recipient | None) -> tuple[Recipient, Outgoing]:
+        """The person and what to send them for ``delivery`` now. Raises GiveUp when the person can no
+        longer be reached this way, Defer (with the reason) in their quiet hours or when the channel's rate
+        limit reserved a later slot."""
+        if person is None or not person.active:
+            raise GiveUp(f"recipient {delivery.recipient!r} was removed or deactivated")
+        address = person.channels.get(delivery.channel)
+        if address is None or delivery.channel not in self.channels:
+            raise GiveUp(f"recipient {person.id!r} has no {delivery.channel} address any more")
+        if not delivery.urgent:
+            wait = self._quiet_wait(person)
+            if wait > 0:
+                raise Defer(wait, "quiet hours")
+        bucket = self.limits.get(delivery.channel)
+        wait = bucket.take(delivery.id) if bucket is not None else 0.0
+        if wait > 0:  # the slot is reserved for it: its message passes when it comes back then
+            raise Defer(wait, f"{delivery.channel} rate limit")
+        return person, Outgoing(
+            delivery_id=delivery.id, tenant=delivery.tenant, recipient_id=person.id,
+            recipient_name=person.name, address=address, template=delivery.template, lang=delivery.lang,
+            title=delivery.title, text=delivery.body_text, html=delivery.body_html, urgent=delivery.urgent,
+            secret=person.webhook_secret)
 
     # -- delivering a batch ----------------------------------------------------------------------------------
 
@@ -275,30 +289,15 @@ class Notifier:
         outcome = _Outcome()
         ready: list[tuple[Delivery, Recipient, Outgoing]] = []
         for delivery in mine:
-            person = people.get(delivery.recipient)
-            if person is None or not person.active:
-                gone = f"recipient {delivery.recipient!r} was removed or deactivated"
-                outcome.dead.append((delivery, gone))
+            try:
+                person, out = self._outgoing(delivery, people.get(delivery.recipient))
+            except GiveUp as gone:
+                outcome.dead.append((delivery, str(gone)))
                 continue
-            address = person.channels.get(delivery.channel)
-            if address is None or delivery.channel not in self.channels:
-                outcome.dead.append((delivery, f"recipient {person.id!r} has no {delivery.channel} address "
-                                               "any more"))
+            except Defer as defer:
+                outcome.deferred.append((delivery, defer.seconds, str(defer)))
                 continue
-            wait = 0.0 if delivery.urgent else self._quiet_wait(person)
-            if wait > 0:
-                outcome.deferred.append((delivery, wait, "quiet hours"))
-                continue
-            bucket = self.limits.get(delivery.channel)
-            wait = bucket.take(delivery.id) if bucket is not None else 0.0
-            if wait > 0:  # the slot is reserved for it: its own message passes when it comes back then
-                outcome.deferred.append((delivery, wait, f"{delivery.channel} rate limit"))
-                continue
-            ready.append((delivery, person, Outgoing(
-                delivery_id=delivery.id, tenant=delivery.tenant, recipient_id=person.id,
-                recipient_name=person.name, address=address, template=delivery.template, lang=delivery.lang,
-                title=delivery.title, text=delivery.body_text, html=delivery.body_html,
-                urgent=delivery.urgent, secret=person.webhook_secret)))
+            ready.append((delivery, person, out))
         by_channel: dict[str, list[tuple[Delivery, Recipient, Outgoing]]] = {}
         for item in ready:
             by_channel.setdefault(item[0].channel, []).append(item)
@@ -328,14 +327,7 @@ class Notifier:
                 self._pool = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="society5-notify-send")
             pool = self._pool
 
-        def one(out: Outgoing) -> Exception | None:
-            try:
-                channel.send(out)
-            except Exception as err:
-                return err
-            return None
-
-        return list(pool.map(one, outs))
+        return list(pool.map(lambda out: outcome_of(channel.send, out), outs))
 
     def _settle(self, message: Message, outcome: _Outcome) -> None:
         """Record a batch's outcomes and hand on what is left, in one transaction."""
@@ -375,12 +367,6 @@ class Notifier:
                                       only_from=(log_.QUEUED,))
             for delivery in queued:
                 self._escalate(conn, delivery.id)
-
-    def _defer_if(self, wait: float, delivery: Delivery, reason: str) -> None:
-        if wait > 0:
-            if delivery.status != log_.DEFERRED or delivery.last_error != reason:
-                self.deliveries.mark(delivery.id, log_.DEFERRED, last_error=reason)
-            raise Defer(wait, reason)
 
     def observe(self, message: Message, status: str, error: str | None) -> None:
         if message.kind != KIND:

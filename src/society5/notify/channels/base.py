@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,18 @@ class BatchChannel(Protocol):
     def send(self, out: Outgoing) -> None: ...
 
     def send_many(self, outs: Sequence[Outgoing]) -> list[Exception | None]: ...
+
+
+def outcome_of(call: Callable[[Any], None], arg: Any) -> Exception | None:
+    """``call(arg)`` as a batch reports it: None when it returned, else the exception it raised."""
+    try:
+        call(arg)
+    except Exception as err:
+        return err
+    return None
+
+
+def checked(check: Callable[[Any], None], answer: Any) -> Exception | None:
+    """A receiver's answer to one message of a batch (or the exception that came instead) as a batch
+    reports it, ``check`` deciding whether the answer was an acceptance."""
+    return answer if isinstance(answer, Exception) else outcome_of(check, answer)

@@ -17,7 +17,7 @@ import orjson
 
 from society5.core.outbox import Defer, GiveUp
 from society5.notify.channels.aio import Answer, AsyncPoster
-from society5.notify.channels.base import Outgoing
+from society5.notify.channels.base import Outgoing, checked, outcome_of
 
 MAX_TEXT = 5000
 # A user id (U…), group id (C…) or room id (R…): a letter and 32 hex digits.
@@ -71,26 +71,9 @@ class LineChannel:
     def send_many(self, outs: Sequence[Outgoing]) -> list[Exception | None]:
         """Send a batch concurrently; per message ``None`` (accepted) or the exception ``send`` raises."""
         if self.poster is None or not self.token:
-            results: list[Exception | None] = []
-            for out in outs:
-                try:
-                    self.send(out)
-                    results.append(None)
-                except Exception as err:
-                    results.append(err)
-            return results
+            return [outcome_of(self.send, out) for out in outs]
         answers = self.poster.post_many([(self.url, *self._request(out)) for out in outs])
-        checked: list[Exception | None] = []
-        for answer in answers:
-            if isinstance(answer, Exception):
-                checked.append(answer)
-                continue
-            try:
-                check(answer)
-                checked.append(None)
-            except Exception as err:
-                checked.append(err)
-        return checked
+        return [checked(check, answer) for answer in answers]
 
 
 def check(response: httpx.Response | Answer) -> None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,7 +17,7 @@ import orjson
 from society5.core.outbox import Defer, GiveUp
 from society5.core.timeutil import now_iso
 from society5.notify.channels.aio import Answer, AsyncPoster
-from society5.notify.channels.base import Outgoing
+from society5.notify.channels.base import Outgoing, checked, outcome_of
 from society5.notify.channels.line import retry_after
 
 SIGNATURE_HEADER = "X-Society5-Signature"
@@ -52,14 +51,15 @@ class WebhookChannel:
         self.poster = poster
 
     def send(self, out: Outgoing) -> None:
-        check(self.client.post(out.address, **request(out)))
+        body, headers = _body_and_headers(out)
+        check(self.client.post(out.address, content=body, headers=headers))
 
     def send_many(self, outs: Sequence[Outgoing]) -> list[Exception | None]:
         """Send a batch concurrently; per message ``None`` (accepted) or the exception ``send`` raises."""
         if self.poster is None:
-            return [_outcome(self.send, out) for out in outs]
+            return [outcome_of(self.send, out) for out in outs]
         requests = [(out.address, *_body_and_headers(out)) for out in outs]
-        return [_checked(answer) for answer in self.poster.post_many(requests)]
+        return [checked(check, answer) for answer in self.poster.post_many(requests)]
 
 
 def _body_and_headers(out: Outgoing) -> tuple[bytes, dict[str, str]]:
@@ -68,11 +68,6 @@ def _body_and_headers(out: Outgoing) -> tuple[bytes, dict[str, str]]:
     if out.secret:
         headers[SIGNATURE_HEADER] = sign(out.secret, body)
     return body, headers
-
-
-def request(out: Outgoing) -> dict[str, Any]:
-    body, headers = _body_and_headers(out)
-    return {"content": body, "headers": headers}
 
 
 def check(response: httpx.Response | Answer) -> None:
@@ -86,17 +81,3 @@ def check(response: httpx.Response | Answer) -> None:
     if status in (400, 401, 403, 404, 405, 410, 413, 422):
         raise GiveUp(detail)
     raise ConnectionError(detail)
-
-
-def _checked(answer: Answer | Exception) -> Exception | None:
-    if isinstance(answer, Exception):
-        return answer
-    return _outcome(check, answer)
-
-
-def _outcome(call: Callable[[Any], None], arg: Any) -> Exception | None:
-    try:
-        call(arg)
-    except Exception as err:
-        return err
-    return None
