@@ -109,6 +109,7 @@ def test_concurrent_attribute_writes_share_commits(platform: Platform) -> None:
     assert len(commits) < 10, f"{len(commits)} commits for 30 concurrent writes: nothing was grouped"
     assert {i: broker.get(None, f"urn:ngsi-ld:Tank:{i}")["level"]["value"] for i in range(30)} == \
         {i: i + 1 for i in range(30)}
+    platform.parts["temporal"].staging.settle()
     with platform.engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT count(*) FROM broker_temporal_instances")).scalar()
     assert rows == 30 + 30  # the creates, then every update: history kept per request
@@ -130,6 +131,7 @@ def test_a_failing_request_spoils_nothing_of_its_group(platform: Platform) -> No
     broker.listeners.remove(fail_on_tank_9)
     levels = {i: broker.get(None, f"urn:ngsi-ld:Tank:{i}")["level"]["value"] for i in range(20)}
     assert levels == {i: 0 if i in (7, 9) else i + 1 for i in range(20)}
+    platform.parts["temporal"].staging.settle()
     with platform.engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT count(*) FROM broker_temporal_instances")).scalar()
     assert rows == 20 + 18  # no history for the two requests that failed

@@ -201,7 +201,7 @@ def test_plain_history_insert_stores_what_the_general_insert_stores() -> None:
         accepted = 0
         for now in nows:
             now_ts = T._epoch(now)
-            sql = T._plain_insert_sql(now, now_ts)
+            sql = T._plain_insert_sql("broker_temporal_instances", now, now_ts)
             assert sql is not None
             for inst in [*INSTANCES, {"type": "Property", "value": rng.uniform(-1e6, 1e6),
                                       "createdAt": now, "modifiedAt": now}]:
@@ -219,5 +219,6 @@ def test_plain_history_insert_stores_what_the_general_insert_stores() -> None:
                 assert a == b
                 assert type(a[3]) is float and a[3] == now_ts
         assert accepted > len(nows) * 5
-    assert T._plain_insert_sql("2024-05-01T10:00:00Z'; DROP TABLE x; --", 0.0) is None
-    assert T._plain_insert_sql("2024-05-01T10:00:00+09:00", 0.0) is None
+    table = "broker_temporal_instances"
+    assert T._plain_insert_sql(table, "2024-05-01T10:00:00Z'; DROP TABLE x; --", 0.0) is None
+    assert T._plain_insert_sql(table, "2024-05-01T10:00:00+09:00", 0.0) is None

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from society5.broker import retention
 from society5.broker.service import start
-from society5.broker.temporal_tables import instances
+from society5.broker.temporal_tables import instances, recent
 from society5.core.platform import Platform
 from society5.core.settings import Settings
 from tests.conftest import make_settings
@@ -27,6 +27,7 @@ def _history(platform: Platform, eid: str, etype: str, ages: list[float]) -> Non
 
 
 def _ages(platform: Platform) -> list[int]:
+    platform.parts["temporal"].staging.settle()
     with platform.engine.connect() as conn:
         times = conn.execute(sa.select(instances.c.ts)).scalars()
         return sorted(round((time.time() - ts) / 86_400) for ts in times)
@@ -58,6 +59,7 @@ def test_job_reads_the_settings(tmp_path: object, db_url: str) -> None:
         start(plat)
         with plat.engine.begin() as conn:
             conn.execute(instances.delete())
+            conn.execute(recent.delete())
         _history(plat, "urn:ngsi-ld:Any:1", "Any", [5, 1])
         assert retention.job(plat) == 1
     finally:

@@ -53,6 +53,7 @@ def values(entity: dict[str, Any], attr: str) -> list[Any]:
 
 
 def history_rows(platform: Any, entity_id: str) -> int:
+    platform.parts["temporal"].staging.settle()  # rows read straight from the table must be moved first
     with platform.engine.connect() as conn:
         sids = sa.select(series.c.sid).where(series.c.entity_id == entity_id)
         return int(

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from society5.broker.jsonld import ActiveContext
 from society5.broker.model import parse_types
 from society5.broker.tables import entity_types
-from society5.broker.temporal_tables import instances, series
+from society5.broker.temporal_tables import instances, recent, series
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,18 @@ def _of_type(type_cond: Any) -> Any:
 
 
 def _delete_older(engine: Engine, sids: Any, cutoff: float) -> int:
+    # Staged rows too (SQLite: see temporal_staging); that table holds only recent rows and is small.
+    return sum(_delete_older_in(engine, table, sids, cutoff) for table in (instances, recent))
+
+
+def _delete_older_in(engine: Engine, table: sa.Table, sids: Any, cutoff: float) -> int:
     total = 0
     while True:
-        chunk = (sa.select(instances.c.id)
-                 .where(instances.c.sid.in_(sids.scalar_subquery()), instances.c.ts < cutoff)
+        chunk = (sa.select(table.c.id)
+                 .where(table.c.sid.in_(sids.scalar_subquery()), table.c.ts < cutoff)
                  .limit(CHUNK))
         with engine.begin() as conn:
-            n = conn.execute(instances.delete().where(instances.c.id.in_(chunk.scalar_subquery()))).rowcount
+            n = conn.execute(table.delete().where(table.c.id.in_(chunk.scalar_subquery()))).rowcount
         total += n
         if n < CHUNK:
             return total

@@ -8,7 +8,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from society5.broker import api, contexts_api, notifier, retention, subscriptions_api, temporal_api
+from society5.broker import (
+    api,
+    contexts_api,
+    notifier,
+    retention,
+    subscriptions_api,
+    temporal_api,
+    temporal_staging,
+)
 from society5.broker.core import Broker
 from society5.broker.hot_paths import HotPaths
 from society5.broker.jsonld import ContextStore
@@ -54,7 +62,7 @@ def start(platform: Platform) -> Broker:
     platform.parts["broker"] = broker
     # History is recorded by a change listener, inside each write's transaction.
     limit = getattr(settings, "temporal_instance_limit", DEFAULT_INSTANCE_LIMIT)
-    temporal = TemporalStore(engine, broker, limit)
+    temporal = TemporalStore(engine, broker, limit, staged=getattr(settings, "temporal_staging", True))
     broker.listeners.append(temporal.record)
     platform.parts["temporal"] = temporal
     # Subscriptions: matched by a change listener (notifications commit with the change), delivered by the
@@ -98,6 +106,7 @@ service = Service(
     on_shutdown=stop,
     jobs=(
         Job("temporal_retention", every=timedelta(hours=1), run=retention.job),
+        Job("temporal_staging", every=timedelta(seconds=1), run=temporal_staging.job),
         Job("subscriptions_periodic", every=timedelta(seconds=1), run=notifier.periodic_job),
     ),
     middleware=(HotPaths,),

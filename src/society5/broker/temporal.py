@@ -51,6 +51,7 @@ from society5.broker.model import (
     parse_types,
 )
 from society5.broker.store import EntityQuery
+from society5.broker.temporal_staging import Staging
 from society5.broker.temporal_tables import instances, series
 from society5.core.auth import SUPERUSER, Principal
 from society5.core.db import after_commit
@@ -271,7 +272,8 @@ _SERIES_LOOKUP = sa.select(series.c.sid, series.c.entity_id, series.c.attr, seri
 class TemporalStore:
     """History recording (a broker listener) and the temporal operations and queries."""
 
-    def __init__(self, engine: Engine, broker: Broker, instance_limit: int = DEFAULT_INSTANCE_LIMIT):
+    def __init__(self, engine: Engine, broker: Broker, instance_limit: int = DEFAULT_INSTANCE_LIMIT,
+                 staged: bool = True):
         if instance_limit < 1:
             raise ValueError("instance_limit must be at least 1")
         self.engine = engine
@@ -281,9 +283,13 @@ class TemporalStore:
         # Series ids never change once made, so they are remembered: a sensor update then costs one insert.
         # Only a purge removes series; it clears this cache (other processes re-read after their next miss).
         self._sids: dict[tuple[str, str, str, str], int] = {}
+        # New rows go to the staging table on SQLite (see temporal_staging), which is moved before any read.
+        self.staging = Staging(engine, broker.db, enabled=staged)
+        if not self.staging.enabled:
+            self.staging.settle()  # rows staged while staging was on go first, or the write order breaks
         columns = ROW_COLUMNS
         marks = ["?"] * len(columns) if self.sqlite else ["%s"] * (len(columns) - 1) + ["%s::jsonb"]
-        self._insert_sql = (f"INSERT INTO {instances.name} ({', '.join(columns)}) "
+        self._insert_sql = (f"INSERT INTO {self.staging.table.name} ({', '.join(columns)}) "
                             f"VALUES ({', '.join(marks)})")
         # The rows of one transaction are buffered on its connection and written just before it commits, so a
         # batch of 1,000 entities costs three statements rather than three per entity.
@@ -383,7 +389,7 @@ class TemporalStore:
         i = 0
         for t, e, items, now in batch:
             now_ts = _epoch(now)
-            plain_sql = _plain_insert_sql(now, now_ts) if literal_times else None
+            plain_sql = _plain_insert_sql(self.staging.table.name, now, now_ts) if literal_times else None
             for p in items:
                 inst = p.inst
                 key = (t, e, p.attr, inst.get("datasetId") or "")
@@ -406,6 +412,7 @@ class TemporalStore:
         return runs
 
     def _delete_same_time(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        self.staging.settle(conn)
         live = (instances.c.deleted.is_(False), instances.c.observed_at.is_not(None))
         if not self.sqlite:
             # One statement per 500 instances: a DELETE per series cost a round trip each (a batch of MQTT
@@ -496,6 +503,7 @@ class TemporalStore:
             for key in [k for k in made if k[0] == tenant and k[1] == eid]:
                 del made[key]
         sids = sa.select(series.c.sid).where(series.c.tenant == tenant, series.c.entity_id == eid)
+        self.staging.settle(conn)
         conn.execute(instances.delete().where(instances.c.sid.in_(sids)))
         conn.execute(series.delete().where(series.c.tenant == tenant, series.c.entity_id == eid))
 
@@ -582,6 +590,7 @@ class TemporalStore:
                 raise NotFound(f"entity {entity_id} has no temporal attribute {attr}"
                                + (f" with datasetId {dataset_id}" if dataset_id else ""))
             sids = [r.sid for r in rows]
+            self.staging.settle(conn)
             conn.execute(instances.delete().where(instances.c.sid.in_(sids)))
             conn.execute(series.delete().where(series.c.sid.in_(sids)))
 
@@ -633,6 +642,7 @@ class TemporalStore:
         sids = [r.sid for r in self._series_rows(conn, tenant, eid, {attr})]
         if not sids:
             raise NotFound(f"entity {eid} has no temporal attribute {attr}")
+        self.staging.settle(conn)
         row = conn.execute(sa.select(instances).where(
             instances.c.sid.in_(sids), instances.c.instance_id == instance_id)).first()
         if row is None:
@@ -646,6 +656,7 @@ class TemporalStore:
         check_uri(entity_id, "entity id")
         name = self.broker.tenant_for_read(tenant)
         doc = self.broker.retrieve(name, entity_id, principal)
+        self.staging.settle()
         with self.engine.connect() as conn:
             known = self._series_map(conn, name, [entity_id], request.attrs)
             if request.attrs is not None and not known.get(entity_id) \
@@ -668,6 +679,7 @@ class TemporalStore:
         limit, offset, want_count = query.limit, query.offset, query.count
         kept: list[EntityHistory] = []
         seen = 0
+        self.staging.settle()
         with self.engine.connect() as conn:
             for docs in self._candidates(name, query, principal, order_by, ctx):
                 known = self._series_map(conn, name, [d["id"] for d in docs], request.attrs)
@@ -1228,7 +1240,7 @@ _PLAIN_NOW = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
 
 
 @functools.lru_cache(maxsize=16)  # a batch's entities share one time
-def _plain_insert_sql(now: str, now_ts: float) -> str | None:
+def _plain_insert_sql(table: str, now: str, now_ts: float) -> str | None:
     """The insert of plain instances written at ``now`` (SQLite): every column but sid, instance_id,
     value_num and the instance is a literal. The time is written as an exact quotient (a double is an
     integer over a power of two): SQLite reads some 17-digit decimal literals back one unit off in the last
@@ -1237,7 +1249,7 @@ def _plain_insert_sql(now: str, now_ts: float) -> str | None:
         return None
     num, den = now_ts.as_integer_ratio()
     ts = f"({num} / {float(den)!r})"
-    return (f"INSERT INTO {instances.name} ({', '.join(ROW_COLUMNS)}) "
+    return (f"INSERT INTO {table} ({', '.join(ROW_COLUMNS)}) "
             f"VALUES (?, ?, 0, {ts}, NULL, '{now}', '{now}', {ts}, {ts}, ?, ?)")
 
 

@@ -1,4 +1,4 @@
-"""Temporal history tables (created by migration ``0002``).
+"""Temporal history tables (created by migrations ``0002`` and ``0012``).
 
 History is kept per *series*: one attribute (expanded IRI) of one entity with one ``datasetId`` (``""``
 for the default instance). A series row interns ``(tenant, entity_id, attr, dataset_id)`` into a small
@@ -10,6 +10,8 @@ Times are kept twice: the ISO strings as the client sent them (echoed back uncha
 floats, which the database compares and buckets (``aggrPeriodDuration``) with plain arithmetic on both SQLite
 and PostgreSQL.
 """
+
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -28,23 +30,31 @@ series = sa.Table(
     sa.Column("dataset_id", sa.String(512), nullable=False),  # "" = the default instance
 )
 
-instances = sa.Table(
-    "broker_temporal_instances",
-    metadata,
-    sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("sid", sa.BigInteger, nullable=False),
-    sa.Column("instance_id", sa.String(80), nullable=False),
-    # A deletion record (attribute or entity deleted): its time is the deletion time (``deletedAt``).
-    sa.Column("deleted", sa.Boolean, nullable=False),
-    # observedAt in epoch seconds, else the time the instance was written: the default time axis.
-    sa.Column("ts", sa.Float, nullable=False),
-    sa.Column("observed_at", sa.String(40)),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("modified_at", sa.String(32), nullable=False),
-    sa.Column("created_ts", sa.Float, nullable=False),
-    sa.Column("modified_ts", sa.Float, nullable=False),
-    # Numbers (booleans as 0/1) for aggregation in SQL; NULL for any other value.
-    sa.Column("value_num", sa.Float),
-    # The instance in the stored form of ``model.py`` (expanded sub-attribute names).
-    sa.Column("instance", JsonDoc, nullable=False),
-)
+def _history_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("sid", sa.BigInteger, nullable=False),
+        sa.Column("instance_id", sa.String(80), nullable=False),
+        # A deletion record (attribute or entity deleted): its time is the deletion time (``deletedAt``).
+        sa.Column("deleted", sa.Boolean, nullable=False),
+        # observedAt in epoch seconds, else the time the instance was written: the default time axis.
+        sa.Column("ts", sa.Float, nullable=False),
+        sa.Column("observed_at", sa.String(40)),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("modified_at", sa.String(32), nullable=False),
+        sa.Column("created_ts", sa.Float, nullable=False),
+        sa.Column("modified_ts", sa.Float, nullable=False),
+        # Numbers (booleans as 0/1) for aggregation in SQL; NULL for any other value.
+        sa.Column("value_num", sa.Float),
+        # The instance in the stored form of ``model.py`` (expanded sub-attribute names).
+        sa.Column("instance", JsonDoc, nullable=False),
+    ]
+
+
+instances = sa.Table("broker_temporal_instances", metadata, *_history_columns())
+
+# SQLite only (migration ``0012``): new history rows are appended here, in the order they were written, and
+# moved into ``instances`` in bulk (``TemporalStore.settle``) by a background job and before anything reads or
+# changes history. An append to a table without a secondary index writes a few pages per batch; the same
+# rows inserted one batch at a time into the (sid, ts) index dirtied one index page per series and batch.
+recent = sa.Table("broker_temporal_recent", metadata, *_history_columns())

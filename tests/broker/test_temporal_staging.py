@@ -1,0 +1,195 @@
+"""Staged history (SQLite): new rows are appended to broker_temporal_recent and moved into the indexed table
+in bulk; every read and change of history sees them all, in the order they were written (both DBs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from society5.broker import temporal_staging
+from society5.broker.service import start
+from society5.broker.temporal_tables import instances, recent, series
+from society5.core import db as core_db
+from society5.core.platform import Platform
+from tests.conftest import make_settings
+
+
+def _count(platform: Platform, table: sa.Table) -> int:
+    with platform.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def _write_rounds(broker: Any, rounds: int, entities: int = 3, first: int = 0) -> None:
+    for r in range(first, first + rounds):
+        broker.batch_upsert(None, [{"id": f"urn:ngsi-ld:Meter:{i}", "type": "Meter",
+                                    "power": {"type": "Property", "value": r * 10 + i}}
+                                   for i in range(entities)])
+
+
+def _values_in_id_order(platform: Platform, entity_id: str) -> list[float]:
+    with platform.engine.connect() as conn:
+        sids = sa.select(series.c.sid).where(series.c.entity_id == entity_id)
+        stmt = sa.select(instances.c.value_num).where(instances.c.sid.in_(sids)).order_by(instances.c.id)
+        return [float(v) for v in conn.execute(stmt).scalars()]
+
+
+def test_new_history_is_staged_on_sqlite_and_written_straight_on_postgresql(platform: Platform) -> None:
+    broker = start(platform)
+    staging = platform.parts["temporal"].staging
+    _write_rounds(broker, 4)
+    if platform.engine.dialect.name == "sqlite":
+        assert (_count(platform, recent), _count(platform, instances)) == (12, 0)
+        assert staging.waiting() == 12
+    else:
+        assert (_count(platform, recent), _count(platform, instances)) == (0, 12)
+        assert staging.waiting() == 0
+    assert staging.settle() == (12 if staging.enabled else 0)
+    assert (_count(platform, recent), _count(platform, instances)) == (0, 12)
+    assert _values_in_id_order(platform, "urn:ngsi-ld:Meter:1") == [1.0, 11.0, 21.0, 31.0]
+
+
+def test_reads_and_changes_of_history_see_staged_rows(client: Any, platform: Platform) -> None:
+    """The temporal API reads, modifies and deletes instances that were still staged when asked."""
+    temporal = platform.parts["temporal"]
+    t = "/ngsi-ld/v1/temporal/entities"
+    e = "/ngsi-ld/v1/entities"
+    g = {"Accept": "application/json"}
+    assert client.post(e, json={"id": "urn:ngsi-ld:Meter:9", "type": "Meter",
+                                "power": {"type": "Property", "value": 1}}).status_code == 201
+    for v in (2, 3, 4):
+        assert client.patch(f"{e}/urn:ngsi-ld:Meter:9/attrs",
+                            json={"power": {"type": "Property", "value": v}}).status_code == 204
+    assert temporal.staging.waiting() == (4 if temporal.staging.enabled else 0)
+    got = client.get(f"{t}/urn:ngsi-ld:Meter:9", headers=g).json()
+    assert [i["value"] for i in got["power"]] == [1, 2, 3, 4]
+    assert temporal.staging.waiting() == 0
+    # written after the read: staged again, then changed and deleted through the API
+    assert client.patch(f"{e}/urn:ngsi-ld:Meter:9/attrs",
+                        json={"power": {"type": "Property", "value": 5}}).status_code == 204
+    with platform.engine.connect() as conn:
+        staged_id = conn.execute(sa.select(recent.c.instance_id)).scalar() if temporal.staging.enabled else \
+            conn.execute(sa.select(instances.c.instance_id).order_by(instances.c.id.desc())).scalar()
+    url = f"{t}/urn:ngsi-ld:Meter:9/attrs/power/{staged_id}"
+    assert client.patch(url, json={"type": "Property", "value": 50}).status_code == 204
+    got = client.get(f"{t}/urn:ngsi-ld:Meter:9", headers=g).json()
+    assert [i["value"] for i in got["power"]] == [1, 2, 3, 4, 50]
+    assert client.patch(f"{e}/urn:ngsi-ld:Meter:9/attrs",
+                        json={"power": {"type": "Property", "value": 6}}).status_code == 204
+    with platform.engine.connect() as conn:
+        last = conn.execute(sa.select(recent.c.instance_id)).scalar() if temporal.staging.enabled else \
+            conn.execute(sa.select(instances.c.instance_id).order_by(instances.c.id.desc())).scalar()
+    assert client.delete(f"{t}/urn:ngsi-ld:Meter:9/attrs/power/{last}").status_code == 204
+    got = client.get(f"{t}/urn:ngsi-ld:Meter:9", headers=g).json()
+    assert [i["value"] for i in got["power"]] == [1, 2, 3, 4, 50]
+    # deleting the temporal entity removes staged rows too
+    assert client.patch(f"{e}/urn:ngsi-ld:Meter:9/attrs",
+                        json={"power": {"type": "Property", "value": 7}}).status_code == 204
+    assert client.delete(f"{t}/urn:ngsi-ld:Meter:9").status_code == 204
+    assert (_count(platform, recent), _count(platform, instances)) == (0, 0)
+
+
+def test_the_job_moves_when_enough_rows_wait_or_they_waited_long_enough(
+        sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = start(sqlite_platform)
+    clock = [1000.0]
+    monkeypatch.setattr(temporal_staging.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(temporal_staging, "MOVE_ROWS", 10)
+    _write_rounds(broker, 2)  # 6 rows: fewer than MOVE_ROWS
+    assert temporal_staging.job(sqlite_platform) == 0
+    clock[0] += temporal_staging.MOVE_AGE_S - 0.5
+    assert temporal_staging.job(sqlite_platform) == 0
+    clock[0] += 1.0  # the first rows have now waited MOVE_AGE_S
+    assert temporal_staging.job(sqlite_platform) == 6
+    assert temporal_staging.job(sqlite_platform) == 0  # nothing waits
+    _write_rounds(broker, 4)  # 12 rows: enough to move at once
+    assert temporal_staging.job(sqlite_platform) == 12
+    assert _count(sqlite_platform, recent) == 0 and _count(sqlite_platform, instances) == 18
+
+
+def test_moves_go_in_chunks_and_keep_the_write_order(sqlite_platform: Platform,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = start(sqlite_platform)
+    staging = sqlite_platform.parts["temporal"].staging
+    monkeypatch.setattr(temporal_staging, "MOVE_CHUNK", 4)
+    commits: list[int] = []
+    _write_rounds(broker, 5)  # 15 rows
+    sa.event.listen(sqlite_platform.engine, "commit", lambda conn: commits.append(1))
+    assert staging.settle() == 15
+    assert len(commits) == 4  # 4 + 4 + 4 + 3: writers can go on between the transactions
+    for i in range(3):
+        expected = [r * 10 + i for r in range(5)]
+        assert _values_in_id_order(sqlite_platform, f"urn:ngsi-ld:Meter:{i}") == expected
+    assert staging.moved == 15
+
+
+def test_staged_rows_survive_a_crash(tmp_path: Path) -> None:
+    """Staged rows are committed with the entity write: a killed process loses none of them."""
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    code = (
+        "import os\n"
+        "from society5.broker.service import start\n"
+        "from society5.core.platform import Platform\n"
+        "from tests.conftest import make_settings\n"
+        f"plat = Platform.open(make_settings({url!r}))\n"
+        "broker = start(plat)\n"
+        "for r in range(3):\n"
+        "    broker.batch_upsert(None, [{'id': 'urn:ngsi-ld:Meter:1', 'type': 'Meter',\n"
+        "                                'power': {'type': 'Property', 'value': r}}])\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], timeout=120)
+    assert proc.returncode == -9
+    plat = Platform.open(make_settings(url))
+    try:
+        start(plat)
+        assert _count(plat, recent) == 3
+        assert plat.parts["temporal"].staging.settle() == 3
+        assert _values_in_id_order(plat, "urn:ngsi-ld:Meter:1") == [0.0, 1.0, 2.0]
+    finally:
+        plat.close()
+
+
+def test_downgrading_the_migration_keeps_staged_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'down.db'}"
+    plat = Platform.open(make_settings(url))
+    try:
+        _write_rounds(start(plat), 2)
+        assert _count(plat, recent) == 6
+        cfg = Config()
+        cfg.set_main_option("script_location", str(core_db.MIGRATIONS))
+        with plat.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0012@-1")  # this branch only: the other tables stay
+        with plat.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM broker_temporal_instances")).scalar() == 6
+            names = sa.inspect(conn).get_table_names()
+        assert "broker_temporal_recent" not in names and "broker_entities" in names
+        assert "0012" not in (core_db.current_revision(plat.engine) or "")
+    finally:
+        plat.close()
+
+
+def test_staging_turned_off_writes_straight_and_still_moves_what_was_staged(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'off.db'}"
+    plat = Platform.open(make_settings(url))
+    try:
+        _write_rounds(start(plat), 1)
+        assert _count(plat, recent) == 3
+    finally:
+        plat.close()
+    plat = Platform.open(make_settings(url, temporal_staging=False))
+    try:
+        broker = start(plat)  # moves what was staged first: rows keep the order they were written in
+        assert (_count(plat, recent), _count(plat, instances)) == (0, 3)
+        _write_rounds(broker, 1, first=1)
+        assert (_count(plat, recent), _count(plat, instances)) == (0, 6)
+        assert _values_in_id_order(plat, "urn:ngsi-ld:Meter:2") == [2.0, 12.0]
+    finally:
+        plat.close()
