@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from society5.core.db import WRITER_CHECKPOINT_PAGES, WalCheckpointer, make_engine, sqlite_file
+from society5.core.db import (
+    WRITER_CHECKPOINT_PAGES,
+    ThreadConnections,
+    WalCheckpointer,
+    make_engine,
+    sqlite_file,
+)
 from society5.core.platform import Platform
 from tests.conftest import PG_ADMIN_URL, make_settings
 
@@ -161,3 +168,43 @@ def _terminate_other(engine: sa.Engine, pid: int) -> None:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.01)
+
+
+def test_writers_of_one_process_queue_on_the_gate_not_in_sqlites_busy_handler(tmp_path: Path) -> None:
+    """With no busy timeout at all, a second writer still gets in: it waits on the process's write gate until
+    the first one has committed, instead of meeting a locked database."""
+    engine = _engine(tmp_path)
+    sa.event.listen(engine, "connect", lambda dbapi_conn, _r: dbapi_conn.execute("PRAGMA busy_timeout=0"))
+    engine.dispose()  # new connections, all without a busy timeout
+    db = ThreadConnections(engine)
+    first_in, outcome = threading.Event(), []
+
+    def first() -> None:
+        with db.begin() as conn:
+            conn.execute(sa.text("INSERT INTO w VALUES (1, 'a')"))
+            first_in.set()
+            time.sleep(0.3)
+
+    def second() -> None:
+        first_in.wait(10)
+        try:
+            with db.begin() as conn:
+                conn.execute(sa.text("INSERT INTO w VALUES (2, 'b')"))
+            outcome.append("written")
+        except (sa.exc.OperationalError, sqlite3.OperationalError) as err:
+            outcome.append(str(err))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert outcome == ["written"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT n FROM w ORDER BY n")).scalars().all() == [1, 2]
+    # the gate is what made the difference: a writer that bypasses it meets the lock
+    with db.begin() as conn:
+        conn.execute(sa.text("INSERT INTO w VALUES (3, 'c')"))
+        with engine.connect() as other, pytest.raises(sa.exc.OperationalError, match="locked"):
+            other.exec_driver_sql("BEGIN IMMEDIATE")
+    engine.dispose()

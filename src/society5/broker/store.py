@@ -76,11 +76,17 @@ class QueryResult:
     count: int | None
 
 
+# PostgreSQL: ANALYZE after this many new entities, or this share of the table if that is more.
+ANALYZE_MIN_ROWS = 1_000
+ANALYZE_SHARE = 0.2
+
+
 class EntityStore:
     def __init__(self, dialect: str):
         self.dialect = dialect
         self.sqlite = dialect == "sqlite"
         self._rows_since_analyze = 0
+        self._rows_at_analyze: float | None = None  # the entity table's size at the last ANALYZE (PostgreSQL)
 
     # -- reads ---------------------------------------------------------------------------------------------
     # On SQLite the hot single-row statements go straight to the driver (inside SQLAlchemy's transaction on
@@ -163,13 +169,21 @@ class EntityStore:
 
     def _maybe_analyze(self, conn: Connection, written: int) -> None:
         """After bulk loads PostgreSQL plans with stale statistics (one row where there are 100,000) and
-        skips the spatial index; refresh them every so many new rows. SQLite's planner needs no help here."""
+        skips the spatial index; refresh them once the entities added since the last ANALYZE are a fifth of
+        what the table held then (at least ANALYZE_MIN_ROWS). A fixed step of 20,000 rows left 5,000 new
+        Vehicles next to 20,000 Devices unanalyzed: the geo-query took 27 ms instead of 4 until autovacuum
+        came round, about a minute later. SQLite's planner needs no help here."""
         if self.sqlite:
             return
+        if self._rows_at_analyze is None:
+            size = conn.exec_driver_sql(
+                "SELECT reltuples FROM pg_class WHERE oid = 'broker_entities'::regclass").scalar()
+            self._rows_at_analyze = max(float(size or 0), 0.0)  # -1: never analyzed
         self._rows_since_analyze += written
-        if self._rows_since_analyze >= 20_000:
-            self._rows_since_analyze = 0
+        if self._rows_since_analyze >= max(ANALYZE_MIN_ROWS, ANALYZE_SHARE * self._rows_at_analyze):
             conn.exec_driver_sql("ANALYZE broker_entities, broker_entity_types, broker_geo")
+            self._rows_at_analyze += self._rows_since_analyze
+            self._rows_since_analyze = 0
 
     def update_many(
         self, conn: Connection, tenant: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]

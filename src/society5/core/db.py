@@ -8,8 +8,9 @@ import sqlite3
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,28 @@ def _run_after_commit(conn: Connection) -> None:
             log.exception("an after-commit callback failed")
 
 
+_WRITE_GATES: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_WRITE_GATES_LOCK = threading.Lock()
+
+
+def write_gate(engine: Engine) -> AbstractContextManager[Any]:
+    """The lock the writers of this process take around a SQLite write transaction (a no-op on PostgreSQL).
+
+    SQLite lets one connection write at a time, and a writer that finds the database locked sleeps in SQLite's
+    busy handler in growing steps (up to 100 ms) and checks again: after a long write (the staged history
+    move of a few hundred milliseconds) the next writer woke up to 100 ms late, and a writer that kept writing
+    in quick succession could keep the others out. Writers of the same process queue on this lock instead and
+    each starts the moment the one before ends. (Other processes still meet in SQLite's busy handler.)
+    Reentrant: a thread inside a transaction may open another one, as it could before."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _WRITE_GATES_LOCK:
+        gate = _WRITE_GATES.get(engine)
+        if gate is None:
+            gate = _WRITE_GATES[engine] = threading.RLock()
+        return gate
+
+
 class ThreadConnections:
     """``begin()``/``connect()`` like an Engine's, reusing one connection per event-loop thread on SQLite.
 
@@ -263,6 +286,7 @@ class ThreadConnections:
         # snapshot anyway, and it saves the BEGIN and ROLLBACK round trips of a pooled transaction. (Not for
         # streamed results: server-side cursors need a transaction.)
         self._autocommit = engine if self.enabled else engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._gate = write_gate(engine)
         # Callbacks of a transaction that did not end through begin() (engine.begin() used directly) must
         # never run for a later one: each new transaction starts with none.
         sa.event.listen(engine, "begin", _drop_after_commit)
@@ -304,13 +328,13 @@ class ThreadConnections:
         conn = self._mine() if self.enabled else None
         if conn is None:
             with self.engine.connect() as pooled:
-                with pooled.begin():
+                with self._gate, pooled.begin():
                     self._lock_for_write(pooled)
                     yield pooled
                 _run_after_commit(pooled)  # before the connection goes back to the pool
             return
         try:
-            with conn.begin():
+            with self._gate, conn.begin():
                 self._lock_for_write(conn)
                 yield conn
         except BaseException:
