@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+import time
 from typing import Any
 
 import httpx
@@ -13,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from society5.broker.hot_paths import HotPaths
 from society5.broker.service import service as broker_service
+from society5.core.db import write_gate
 from society5.core.platform import Platform
 from society5.web.app import create_app
 
@@ -206,3 +209,41 @@ def test_a_group_reads_its_entities_in_one_statement(platform: Platform) -> None
     assert asyncio.run(two_attrs()) == [204, 204]
     tank = broker.get(None, "urn:ngsi-ld:Tank:3")
     assert tank["level"]["value"] == 99 and tank["note"]["value"] == "a"
+
+
+def test_reads_go_on_while_another_thread_writes(sqlite_platform: Platform) -> None:
+    """SQLite: while another thread holds the write gate (the staged-history move, the MQTT bridge), writes
+    wait for it in the thread pool instead of stalling the event loop, so reads are still answered."""
+    app = create_app(sqlite_platform.settings, services=[broker_service], platform=sqlite_platform)
+    with TestClient(app) as client:
+        assert client.post(E, json=TANK, headers=H).status_code == 201
+        gate: Any = write_gate(sqlite_platform.engine)
+        answers: dict[str, int] = {}
+
+        def call(name: str, method: str, url: str, **kw: Any) -> threading.Thread:
+            def run() -> None:
+                answers[name] = client.request(method, url, headers=H, **kw).status_code
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            return thread
+
+        gate.acquire()
+        try:
+            writes = [
+                call("patch", "PATCH", f"{E}/urn:ngsi-ld:Tank:1/attrs",
+                     json={"level": {"type": "Property", "value": 77}}),
+                call("upsert", "POST", "/ngsi-ld/v1/entityOperations/upsert",
+                     json=[{"id": "urn:ngsi-ld:Tank:2", "type": "Tank",
+                            "level": {"type": "Property", "value": 5}}]),
+            ]
+            time.sleep(0.2)  # both writes are waiting for the gate by now
+            read = call("get", "GET", f"{E}/urn:ngsi-ld:Tank:1")
+            read.join(10)
+            assert answers.get("get") == 200, "a read waited for another thread's write"
+            assert "patch" not in answers and "upsert" not in answers  # still waiting
+        finally:
+            gate.release()
+        for thread in writes:
+            thread.join(10)
+        assert answers == {"get": 200, "patch": 204, "upsert": 201}
+        assert client.get(f"{E}/urn:ngsi-ld:Tank:1?options=keyValues").json()["level"] == 77

@@ -36,6 +36,7 @@ from society5.broker.query import q as qlang
 from society5.broker.query import scope as scopelang
 from society5.broker.query.typeexpr import TypeExprError, parse_type_expr
 from society5.broker.store import EntityQuery
+from society5.core.db import writing_elsewhere
 from society5.core.errors import ApiError, BadRequest, InvalidRequest, NotFound
 from society5.core.http import platform_of, principal_of
 
@@ -107,9 +108,10 @@ def broker_of(request: Request) -> Broker:
 
 class _db:
     """``await _db(request).method(...)``: a broker call from an async route. SQLite answers in microseconds
-    and serialises writers anyway, so it runs inline; a PostgreSQL round trip must not stall the event loop,
-    so there the call goes to the thread pool. Single-entity attribute writes go through group commit on
-    both (``_Coalescer``)."""
+    and serialises writers anyway, so it runs inline, unless another thread is writing (the staged-history
+    move, the MQTT bridge): a write would then wait for it and stall every request of the event loop, so the
+    call goes to the thread pool, as every call does on PostgreSQL, where a round trip must not stall the
+    loop. Single-entity attribute writes go through group commit on both (``_Coalescer``)."""
 
     def __init__(self, request: Request):
         self.broker = broker_of(request)
@@ -122,8 +124,10 @@ class _db:
             if name in GROUP_COMMITTED:  # (tenant, entity id, …)
                 return await _coalescer(self.broker).submit(lambda: method(*args, **kwargs),
                                                             key=(args[0], args[1]))
-            if inline:
+            if inline and not writing_elsewhere(self.broker.engine):
                 return method(*args, **kwargs)
+            if inline:
+                return await run_in_threadpool(method, *args, **kwargs)
             if name in GROUPED_READS:
                 return await _coalescer(self.broker, reads=True).submit(lambda: method(*args, **kwargs))
             return await run_in_threadpool(method, *args, **kwargs)
@@ -167,7 +171,7 @@ class _Coalescer:
             self.keys.append(key)
         if not self.draining:
             self.draining = True
-            if self.threaded:
+            if self.threaded or writing_elsewhere(self.broker.engine):  # (see _db)
                 self._task = loop.create_task(self._drain_in_thread())  # held: the loop keeps weak refs
             else:
                 loop.call_soon(self._drain_inline)  # after the requests already runnable in this turn

@@ -255,13 +255,30 @@ def write_gate(engine: Engine) -> AbstractContextManager[Any]:
     in quick succession could keep the others out. Writers of the same process queue on this lock instead and
     each starts the moment the one before ends. (Other processes still meet in SQLite's busy handler.)
     Reentrant: a thread inside a transaction may open another one, as it could before."""
+    gate = _sqlite_gate(engine)
+    return gate if gate is not None else nullcontext()
+
+
+def _sqlite_gate(engine: Engine) -> threading.RLock | None:
     if engine.dialect.name != "sqlite":
-        return nullcontext()
+        return None
     with _WRITE_GATES_LOCK:
         gate = _WRITE_GATES.get(engine)
         if gate is None:
             gate = _WRITE_GATES[engine] = threading.RLock()
         return gate
+
+
+def writing_elsewhere(engine: Engine) -> bool:
+    """Whether another thread of this process is inside a SQLite write transaction right now (so a write
+    started here would wait for it). Always False on PostgreSQL."""
+    gate = _sqlite_gate(engine)
+    if gate is None:
+        return False
+    if gate.acquire(blocking=False):  # free, or already held by this thread (reentrant)
+        gate.release()
+        return False
+    return True
 
 
 class ThreadConnections:
