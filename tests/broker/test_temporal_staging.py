@@ -5,20 +5,31 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
 
 from society5.broker import temporal_staging
 from society5.broker.service import start
 from society5.broker.temporal_tables import instances, recent, series
 from society5.core import db as core_db
 from society5.core.platform import Platform
+from society5.core.settings import Settings
 from tests.conftest import make_settings
+
+
+@contextmanager
+def _opened(settings: Settings) -> Iterator[Platform]:
+    plat = Platform.open(settings)
+    try:
+        yield plat
+    finally:
+        plat.close()
 
 
 def _count(platform: Platform, table: sa.Table) -> int:
@@ -146,24 +157,19 @@ def test_staged_rows_survive_a_crash(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], timeout=120)
     assert proc.returncode == -9
-    plat = Platform.open(make_settings(url))
-    try:
+    with _opened(make_settings(url)) as plat:
         start(plat)
         assert _count(plat, recent) == 3
         assert plat.parts["temporal"].staging.settle() == 3
         assert _values_in_id_order(plat, "urn:ngsi-ld:Meter:1") == [0.0, 1.0, 2.0]
-    finally:
-        plat.close()
 
 
 def test_downgrading_the_migration_keeps_staged_rows(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'down.db'}"
-    plat = Platform.open(make_settings(url))
-    try:
+    with _opened(make_settings(url)) as plat:
         _write_rounds(start(plat), 2)
         assert _count(plat, recent) == 6
-        cfg = Config()
-        cfg.set_main_option("script_location", str(core_db.MIGRATIONS))
+        cfg = core_db.alembic_config()
         with plat.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0012@-1")  # this branch only: the other tables stay
@@ -172,24 +178,16 @@ def test_downgrading_the_migration_keeps_staged_rows(tmp_path: Path) -> None:
             names = sa.inspect(conn).get_table_names()
         assert "broker_temporal_recent" not in names and "broker_entities" in names
         assert "0012" not in (core_db.current_revision(plat.engine) or "")
-    finally:
-        plat.close()
 
 
 def test_staging_turned_off_writes_straight_and_still_moves_what_was_staged(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'off.db'}"
-    plat = Platform.open(make_settings(url))
-    try:
+    with _opened(make_settings(url)) as plat:
         _write_rounds(start(plat), 1)
         assert _count(plat, recent) == 3
-    finally:
-        plat.close()
-    plat = Platform.open(make_settings(url, temporal_staging=False))
-    try:
+    with _opened(make_settings(url, temporal_staging=False)) as plat:
         broker = start(plat)  # moves what was staged first: rows keep the order they were written in
         assert (_count(plat, recent), _count(plat, instances)) == (0, 3)
         _write_rounds(broker, 1, first=1)
         assert (_count(plat, recent), _count(plat, instances)) == (0, 6)
         assert _values_in_id_order(plat, "urn:ngsi-ld:Meter:2") == [2.0, 12.0]
-    finally:
-        plat.close()

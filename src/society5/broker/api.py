@@ -36,7 +36,6 @@ from society5.broker.query import q as qlang
 from society5.broker.query import scope as scopelang
 from society5.broker.query.typeexpr import TypeExprError, parse_type_expr
 from society5.broker.store import EntityQuery
-from society5.core.db import writing_elsewhere
 from society5.core.errors import ApiError, BadRequest, InvalidRequest, NotFound
 from society5.core.http import platform_of, principal_of
 
@@ -124,7 +123,7 @@ class _db:
             if name in GROUP_COMMITTED:  # (tenant, entity id, …)
                 return await _coalescer(self.broker).submit(lambda: method(*args, **kwargs),
                                                             key=(args[0], args[1]))
-            if inline and not writing_elsewhere(self.broker.engine):
+            if inline and not self.broker.db.writing_elsewhere():
                 return method(*args, **kwargs)
             if inline:
                 return await run_in_threadpool(method, *args, **kwargs)
@@ -171,7 +170,7 @@ class _Coalescer:
             self.keys.append(key)
         if not self.draining:
             self.draining = True
-            if self.threaded or writing_elsewhere(self.broker.engine):  # (see _db)
+            if self.threaded or self.broker.db.writing_elsewhere():  # (see _db)
                 self._task = loop.create_task(self._drain_in_thread())  # held: the loop keeps weak refs
             else:
                 loop.call_soon(self._drain_inline)  # after the requests already runnable in this turn

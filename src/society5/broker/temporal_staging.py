@@ -19,7 +19,6 @@ every method here is a no-op there.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -63,7 +62,6 @@ class Staging:
         self.table = recent if self.enabled else instances  # where new history rows go
         self.moved = 0  # rows moved by this process (for tests and the log)
         self._waiting_since: float | None = None
-        self._lock = threading.Lock()  # one move at a time in this process
 
     def settle(self, conn: Connection | None = None) -> int:
         """Move every staged row into the indexed table; returns how many. With ``conn`` the move joins that
@@ -77,7 +75,7 @@ class Staging:
             return 0
         moved = 0
         while True:  # in chunks: writers may go on between them
-            with self._lock, self.db.begin() as tx:
+            with self.db.begin() as tx:  # the write gate: one move at a time, and between writers
                 n = self._move(_driver(tx), MOVE_CHUNK)
             moved += n
             if n < MOVE_CHUNK:

@@ -186,16 +186,23 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
+def alembic_config() -> Any:
+    """Alembic's configuration for the platform's migrations (an ``alembic.config.Config``)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
 def upgrade(engine: Engine, revision: str = "heads") -> None:
     """Bring the schema to ``revision`` (idempotent; safe to call at every start).
 
     The default is every head: the platform's parts (broker, notify, services) add migrations that branch from
     a shared base without depending on each other, and Alembic applies each branch in order."""
     from alembic import command
-    from alembic.config import Config
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
@@ -212,12 +219,9 @@ def current_revision(engine: Engine) -> str | None:
 
 def script_heads() -> list[str]:
     """The head revisions the code ships (what ``upgrade()`` brings a database to)."""
-    from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    return sorted(ScriptDirectory.from_config(cfg).get_heads())
+    return sorted(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 _AFTER_COMMIT = "s5.after_commit"
@@ -269,18 +273,6 @@ def _sqlite_gate(engine: Engine) -> threading.RLock | None:
         return gate
 
 
-def writing_elsewhere(engine: Engine) -> bool:
-    """Whether another thread of this process is inside a SQLite write transaction right now (so a write
-    started here would wait for it). Always False on PostgreSQL."""
-    gate = _sqlite_gate(engine)
-    if gate is None:
-        return False
-    if gate.acquire(blocking=False):  # free, or already held by this thread (reentrant)
-        gate.release()
-        return False
-    return True
-
-
 class ThreadConnections:
     """``begin()``/``connect()`` like an Engine's, reusing one connection per event-loop thread on SQLite.
 
@@ -303,7 +295,8 @@ class ThreadConnections:
         # snapshot anyway, and it saves the BEGIN and ROLLBACK round trips of a pooled transaction. (Not for
         # streamed results: server-side cursors need a transaction.)
         self._autocommit = engine if self.enabled else engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._gate = write_gate(engine)
+        self._rlock = _sqlite_gate(engine)  # None on PostgreSQL
+        self._gate: AbstractContextManager[Any] = self._rlock if self._rlock is not None else nullcontext()
         # Callbacks of a transaction that did not end through begin() (engine.begin() used directly) must
         # never run for a later one: each new transaction starts with none.
         sa.event.listen(engine, "begin", _drop_after_commit)
@@ -358,6 +351,16 @@ class ThreadConnections:
             self._reset(conn)
             raise
         _run_after_commit(conn)
+
+    def writing_elsewhere(self) -> bool:
+        """Whether another thread of this process is inside a SQLite write transaction right now (so a write
+        started here would wait for it). Always False on PostgreSQL."""
+        if self._rlock is None:
+            return False
+        if self._rlock.acquire(blocking=False):  # free, or already held by this thread (reentrant)
+            self._rlock.release()
+            return False
+        return True
 
     def _lock_for_write(self, conn: Connection) -> None:
         if self.enabled:
