@@ -856,6 +856,8 @@ def measure(server: Server, sizes: Sizes, workdir: Path, report: Report, args: a
             ins = report.add(upsert_phase(client, "upsert: create (new ids)", create, expect=201))
         with prof.phase("ingest update", 5):
             upd = report.add(upsert_phase(client, "upsert: update (same ids)", update, expect=204))
+        if report.db_kind == "sqlite":
+            report.facts.append(("history left to the staging job", history_backlog(url)))
         rows = raw_rows(update)
         if report.db_kind == "sqlite":
             # next to the server's database file: the same disk
@@ -925,6 +927,32 @@ def measure(server: Server, sizes: Sizes, workdir: Path, report: Report, args: a
         }
     finally:
         client.close()
+
+
+def history_waiting(db_path: str) -> int:
+    """History rows the server has logged or staged but not yet moved into its indexed table (SQLite)."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        logged = db.execute("SELECT coalesce(sum(rows), 0) FROM broker_temporal_log").fetchone()[0]
+        staged = db.execute("SELECT count(*) FROM broker_temporal_recent").fetchone()[0]
+        return int(logged) + int(staged)
+    finally:
+        db.close()
+
+
+def history_backlog(url: str, limit_s: float = 120.0) -> str:
+    """The ingest phases defer building and indexing history rows to the server's staging job (it waits for
+    a quiet moment): how much was left when the update phase ended, and how long the job took to catch up."""
+    path = url.removeprefix("sqlite:///")
+    left = history_waiting(path)
+    started = time.perf_counter()
+    while history_waiting(path) and time.perf_counter() - started < limit_s:
+        time.sleep(0.1)
+    waited = time.perf_counter() - started
+    still = history_waiting(path)
+    return (f"{left:,} rows logged or staged when the update phase ended; "
+            + (f"expanded and moved {waited:.1f} s later" if not still else f"{still:,} still waiting after "
+               f"{limit_s:.0f} s"))
 
 
 def check_patched(client: httpx.Client, sizes: Sizes, patch: Phase, report: Report) -> None:

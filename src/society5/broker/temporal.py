@@ -285,6 +285,7 @@ class TemporalStore:
         self._sids: dict[tuple[str, str, str, str], int] = {}
         # New rows go to the staging table on SQLite (see temporal_staging), which is moved before any read.
         self.staging = Staging(engine, broker.db, enabled=staged)
+        self.staging.expand = self._expand_log
         if not self.staging.enabled:
             self.staging.settle()  # rows staged while staging was on go first, or the write order breaks
         columns = ROW_COLUMNS
@@ -337,8 +338,18 @@ class TemporalStore:
 
     def _flush_plain(self, conn: Connection) -> None:
         buffer = conn.info.pop(_BUFFER, None)
-        if buffer:
+        if not buffer:
+            return
+        if self.staging.enabled:  # one log row now; the rows when the log is expanded (temporal_staging)
+            self.staging.log(conn, buffer, sum(len(items) for _t, _e, items, _now in buffer))
+        else:
             self._write(conn, buffer, replace_same_time=False)
+
+    def _expand_log(self, conn: Connection, changes: Sequence[Any]) -> None:
+        """Write the history rows of log entries (what :meth:`_flush_plain` logged)."""
+        batch = [(t, e, [PendingInstance(p["attr"], p["inst"]) for p in items], now)
+                 for t, e, items, now in changes]
+        self._write(conn, batch, replace_same_time=False)
 
     def _discard(self, conn: Connection) -> None:
         conn.info.pop(_BUFFER, None)
@@ -497,15 +508,19 @@ class TemporalStore:
         self._sids.update(sids)
 
     def _purge(self, conn: Connection, tenant: str, eid: str) -> None:
+        self.staging.settle(conn)  # first: expanding the log may make series of this entity
+        self._forget_series(conn, tenant, eid)
+        sids = sa.select(series.c.sid).where(series.c.tenant == tenant, series.c.entity_id == eid)
+        conn.execute(instances.delete().where(instances.c.sid.in_(sids)))
+        conn.execute(series.delete().where(series.c.tenant == tenant, series.c.entity_id == eid))
+
+    def _forget_series(self, conn: Connection, tenant: str, eid: str) -> None:
+        """Before series of ``eid`` are deleted: no cached id may point at them afterwards."""
         self._sids.clear()
         made = conn.info.get(_NEW_SIDS)
         if made:
             for key in [k for k in made if k[0] == tenant and k[1] == eid]:
                 del made[key]
-        sids = sa.select(series.c.sid).where(series.c.tenant == tenant, series.c.entity_id == eid)
-        self.staging.settle(conn)
-        conn.execute(instances.delete().where(instances.c.sid.in_(sids)))
-        conn.execute(series.delete().where(series.c.tenant == tenant, series.c.entity_id == eid))
 
     # -- temporal API writes ---------------------------------------------------------------------------------
     def upsert(self, tenant: str | None, payload: Any, ctx: ActiveContext,
@@ -582,6 +597,7 @@ class TemporalStore:
         name, _doc = self._existing(tenant, entity_id, principal)
         principal.check_write(name, entity_id)
         with self.engine.begin() as conn:
+            self.staging.settle(conn)  # first: expanding the log may make the series
             rows = self._series_rows(conn, name, entity_id, {attr})
             if not delete_all:
                 wanted = dataset_id or ""
@@ -590,7 +606,7 @@ class TemporalStore:
                 raise NotFound(f"entity {entity_id} has no temporal attribute {attr}"
                                + (f" with datasetId {dataset_id}" if dataset_id else ""))
             sids = [r.sid for r in rows]
-            self.staging.settle(conn)
+            self._forget_series(conn, name, entity_id)
             conn.execute(instances.delete().where(instances.c.sid.in_(sids)))
             conn.execute(series.delete().where(series.c.sid.in_(sids)))
 
@@ -639,10 +655,10 @@ class TemporalStore:
         return list(conn.execute(stmt))
 
     def _instance_row(self, conn: Connection, tenant: str, eid: str, attr: str, instance_id: str) -> Any:
+        self.staging.settle(conn)  # first: expanding the log may make the series
         sids = [r.sid for r in self._series_rows(conn, tenant, eid, {attr})]
         if not sids:
             raise NotFound(f"entity {eid} has no temporal attribute {attr}")
-        self.staging.settle(conn)
         row = conn.execute(sa.select(instances).where(
             instances.c.sid.in_(sids), instances.c.instance_id == instance_id)).first()
         if row is None:

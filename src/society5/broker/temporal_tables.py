@@ -1,4 +1,4 @@
-"""Temporal history tables (created by migrations ``0002`` and ``0012``).
+"""Temporal history tables (created by migrations ``0002``, ``0012`` and ``0013``).
 
 History is kept per *series*: one attribute (expanded IRI) of one entity with one ``datasetId`` (``""``
 for the default instance). A series row interns ``(tenant, entity_id, attr, dataset_id)`` into a small
@@ -58,3 +58,14 @@ instances = sa.Table("broker_temporal_instances", metadata, *_history_columns())
 # changes history. An append to a table without a secondary index writes a few pages per batch; the same
 # rows inserted one batch at a time into the (sid, ts) index dirtied one index page per series and batch.
 recent = sa.Table("broker_temporal_recent", metadata, *_history_columns())
+
+# SQLite only (migration ``0013``): each write transaction's history as one row, the changed instances
+# serialized in one piece ([[tenant, entity id, [{"attr", "inst"}, …], time written], …]); the staging job
+# expands the rows into ``recent`` in id order, and so does anything that reads or changes history.
+change_log = sa.Table(
+    "broker_temporal_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+)

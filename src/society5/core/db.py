@@ -246,7 +246,46 @@ def _run_after_commit(conn: Connection) -> None:
             log.exception("an after-commit callback failed")
 
 
-_WRITE_GATES: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+class WriteGate:
+    """The lock the writers of one SQLite database take in this process (see :func:`write_gate`), and when
+    the last write transaction ended: background maintenance (the staged history move) waits for a quiet
+    moment instead of stalling a burst of writes. Reentrant: a thread inside a transaction may open another
+    one, as it could before."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.released_at = time.monotonic()
+
+    def __enter__(self) -> WriteGate:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.released_at = time.monotonic()
+        self._lock.release()
+
+    def acquire(self, blocking: bool = True) -> bool:
+        return self._lock.acquire(blocking)
+
+    def release(self) -> None:
+        self.released_at = time.monotonic()
+        self._lock.release()
+
+    def held_elsewhere(self) -> bool:
+        """Whether another thread is inside a write transaction right now."""
+        if self._lock.acquire(blocking=False):  # free, or already held by this thread (reentrant)
+            self._lock.release()
+            return False
+        return True
+
+    def quiet_for(self) -> float:
+        """Seconds since the last write transaction of this process ended (0 while one runs elsewhere)."""
+        if self.held_elsewhere():
+            return 0.0
+        return max(time.monotonic() - self.released_at, 0.0)
+
+
+_WRITE_GATES: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
 _WRITE_GATES_LOCK = threading.Lock()
 
 
@@ -257,19 +296,19 @@ def write_gate(engine: Engine) -> AbstractContextManager[Any]:
     busy handler in growing steps (up to 100 ms) and checks again: after a long write (the staged history
     move of a few hundred milliseconds) the next writer woke up to 100 ms late, and a writer that kept writing
     in quick succession could keep the others out. Writers of the same process queue on this lock instead and
-    each starts the moment the one before ends. (Other processes still meet in SQLite's busy handler.)
-    Reentrant: a thread inside a transaction may open another one, as it could before."""
-    gate = _sqlite_gate(engine)
+    each starts the moment the one before ends. (Other processes still meet in SQLite's busy handler.)"""
+    gate = sqlite_gate(engine)
     return gate if gate is not None else nullcontext()
 
 
-def _sqlite_gate(engine: Engine) -> threading.RLock | None:
+def sqlite_gate(engine: Engine) -> WriteGate | None:
+    """The engine's :class:`WriteGate`; None on PostgreSQL."""
     if engine.dialect.name != "sqlite":
         return None
     with _WRITE_GATES_LOCK:
         gate = _WRITE_GATES.get(engine)
         if gate is None:
-            gate = _WRITE_GATES[engine] = threading.RLock()
+            gate = _WRITE_GATES[engine] = WriteGate()
         return gate
 
 
@@ -295,8 +334,8 @@ class ThreadConnections:
         # snapshot anyway, and it saves the BEGIN and ROLLBACK round trips of a pooled transaction. (Not for
         # streamed results: server-side cursors need a transaction.)
         self._autocommit = engine if self.enabled else engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._rlock = _sqlite_gate(engine)  # None on PostgreSQL
-        self._gate: AbstractContextManager[Any] = self._rlock if self._rlock is not None else nullcontext()
+        self.write_gate = sqlite_gate(engine)  # None on PostgreSQL
+        self._gate: AbstractContextManager[Any] = self.write_gate or nullcontext()
         # Callbacks of a transaction that did not end through begin() (engine.begin() used directly) must
         # never run for a later one: each new transaction starts with none.
         sa.event.listen(engine, "begin", _drop_after_commit)
@@ -355,12 +394,7 @@ class ThreadConnections:
     def writing_elsewhere(self) -> bool:
         """Whether another thread of this process is inside a SQLite write transaction right now (so a write
         started here would wait for it). Always False on PostgreSQL."""
-        if self._rlock is None:
-            return False
-        if self._rlock.acquire(blocking=False):  # free, or already held by this thread (reentrant)
-            self._rlock.release()
-            return False
-        return True
+        return self.write_gate is not None and self.write_gate.held_elsewhere()
 
     def _lock_for_write(self, conn: Connection) -> None:
         if self.enabled:

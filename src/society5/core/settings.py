@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=20, ge=1)
     # History retention in days per entity type ("*": every other type); absent = keep for ever.
     temporal_retention_days: dict[str, float] = Field(default_factory=dict)
-    # SQLite: new history rows are staged in an unindexed table and moved into the indexed one in bulk
-    # (broker/temporal_staging.py). Off: every row goes straight into the index (PostgreSQL always does).
+    # SQLite: a write logs its history in one row; the log is expanded into an unindexed table and moved into
+    # the indexed one in bulk (broker/temporal_staging.py). Off: every row goes straight into the index
+    # (PostgreSQL always does).
     temporal_staging: bool = True
     # A directory holding index.json ({url: file}) of JSON-LD contexts to preload into the local cache.
     preload_contexts: Path | None = None
