@@ -181,6 +181,32 @@ def test_the_job_waits_for_a_quiet_moment_up_to_the_bounds(
     assert seen == [0.0]
 
 
+def test_the_job_stops_between_chunks_when_writes_come_back_unless_over_the_bounds(
+        sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = start(sqlite_platform)
+    staging = sqlite_platform.parts["temporal"].staging
+    monkeypatch.setattr(temporal_staging, "MOVE_CHUNK", 3)  # one log entry (3 rows) per chunk
+    monkeypatch.setattr(temporal_staging, "MOVE_ROWS", 6)
+    monkeypatch.setattr(temporal_staging, "MOVE_QUIET_S", 0.0)
+    _write_rounds(broker, 4)
+    assert temporal_staging.job(sqlite_platform) == 12  # nobody else writes: chunk after chunk
+    rounds = iter(range(100, 103))  # a client writes during the pauses between chunks, three times
+
+    def write_in_the_pause(_seconds: float) -> None:
+        for r in rounds:
+            _write_rounds(broker, 1, first=r)
+            return
+
+    monkeypatch.setattr(temporal_staging.time, "sleep", write_in_the_pause)
+    _write_rounds(broker, 4, first=4)
+    assert temporal_staging.job(sqlite_platform) == 3  # one chunk, then a write came: the rest waits
+    assert staging.waiting() == 12
+    monkeypatch.setattr(temporal_staging, "MOVE_ROWS_MAX", 9)
+    # over the bound: chunk after chunk despite the writes, until back under it (the writes have stopped)
+    assert temporal_staging.job(sqlite_platform) == 18
+    assert staging.waiting() == 0
+
+
 def test_moves_go_in_chunks_and_keep_the_write_order(sqlite_platform: Platform,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     broker = start(sqlite_platform)
@@ -190,7 +216,9 @@ def test_moves_go_in_chunks_and_keep_the_write_order(sqlite_platform: Platform,
     _write_rounds(broker, 5)  # 15 rows
     sa.event.listen(sqlite_platform.engine, "commit", lambda conn: commits.append(1))
     assert staging.settle() == 15
-    assert len(commits) == 4  # 4 + 4 + 4 + 3: writers can go on between the transactions
+    # a chunk expands log entries (3 rows each) until 4 rows are staged, then moves them all: 6 + 6 + 3, and
+    # writers can go on between the transactions
+    assert len(commits) == 3
     for i in range(3):
         expected = [r * 10 + i for r in range(5)]
         assert _values_in_id_order(sqlite_platform, f"urn:ngsi-ld:Meter:{i}") == expected

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -208,3 +210,45 @@ def test_writers_of_one_process_queue_on_the_gate_not_in_sqlites_busy_handler(tm
         with engine.connect() as other, pytest.raises(sa.exc.OperationalError, match="locked"):
             other.exec_driver_sql("BEGIN IMMEDIATE")
     engine.dispose()
+
+
+_WRITER = """
+import sqlite3, sys, time
+from pathlib import Path
+from society5.core.db import WalCheckpointer
+path = Path(sys.argv[1])
+db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("CREATE TABLE IF NOT EXISTS w (n INTEGER, pad TEXT)")
+checkpointer = WalCheckpointer(path, threshold_frames=50, poll_s=0.002).start()
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+n = 0
+while time.monotonic() < end:
+    db.execute("INSERT INTO w VALUES (?, ?)", (n, "x" * 2000))
+    n += 1
+checkpointer.stop()
+print(db.execute("SELECT count(*) FROM w").fetchone()[0], flush=True)
+"""
+
+
+def test_other_processes_opening_the_database_never_crash_the_writer(tmp_path: Path) -> None:
+    """The checkpointer reads the WAL index while SQLite in the same process holds POSIX locks on it, and
+    closing any descriptor of a file drops all of a process's locks on it: another process opening the
+    database then took itself for the first, truncated the WAL index, and the writer died of SIGBUS on its
+    next access to the mapping (seen: the server, while a script counted rows in its database)."""
+    path = tmp_path / "shared.db"
+    root = Path(__file__).parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), "3"], cwd=root,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    opened = 0
+    while proc.poll() is None:
+        other = sqlite3.connect(path, timeout=10)
+        other.execute("SELECT count(*) FROM w").fetchone()
+        other.close()
+        opened += 1
+    out = proc.stdout.read()
+    assert proc.returncode == 0, f"the writer died ({proc.returncode}) after {opened} opens elsewhere"
+    assert int(out.split()[-1]) > 0 and opened > 10

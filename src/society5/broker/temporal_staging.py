@@ -31,26 +31,29 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import Connection, Engine
 
+from society5.broker.core import gc_paused
 from society5.broker.temporal_tables import change_log, instances, recent
 from society5.core.db import ThreadConnections
 
 log = logging.getLogger(__name__)
 
-# The job moves staged rows once this many wait, or once some have waited MOVE_AGE_S, at the first moment
-# the process has written nothing for MOVE_QUIET_S: a move holds the write lock for a while (50,000 rows:
-# 0.2–1.2 s on a small 2-core machine), and run in the middle of a burst of batches it stalled one of them
-# (a fifth of the benchmark's ingest time went there). Sensor traffic comes in bursts with quiet gaps, and
-# the gaps take the moves.
+# The job moves what waits once MOVE_ROWS rows wait, or once some have waited MOVE_AGE_S, at a moment when
+# the process has written nothing for MOVE_QUIET_S, and it stops between chunks as soon as writes come back:
+# a chunk holds the write lock for a while (50,000 rows: 0.3–1.5 s on a small 2-core machine), and run in the
+# middle of a burst of batches it stalled one of them (a fifth of the benchmark's ingest time went there).
+# Sensor traffic comes in bursts with quiet gaps, and the gaps take the moves.
 MOVE_ROWS = 50_000
 MOVE_AGE_S = 10.0
-MOVE_QUIET_S = 0.25
-# Without a quiet moment (writes back to back) the job moves anyway past these: the staging table must stay
-# bounded, since a reader of history waits for the move of whatever is staged.
+MOVE_QUIET_S = 1.0
+# Without a quiet moment (writes back to back) the job moves anyway past these, until it is back under them:
+# what waits must stay bounded, since a reader of history waits for the move of all of it.
 MOVE_ROWS_MAX = 250_000
 MOVE_AGE_MAX_S = 60.0
-# Rows moved per transaction: writers wait for a move (on SQLite the event loop's own writes too), so one
-# never holds the write lock for long (50,000 rows: 0.2–0.7 s on a small 2-core machine).
+# One chunk, one transaction: log entries are expanded until this many rows are staged, then every staged
+# row is moved (so the staging table is emptied at once, never deleted from row by row).
 MOVE_CHUNK = 50_000
+# Log entries read and expanded together, at most (within the chunk's rows).
+EXPAND_ENTRIES = 500
 # Between two chunks the mover pauses this long, so that waiting writers get the lock first.
 MOVE_PAUSE_S = 0.002
 
@@ -59,15 +62,15 @@ _COLUMNS = ", ".join(c.name for c in instances.columns if c.name != "id")
 # order, measured), and within a series, where readers break ties of time by id, ids follow the write order.
 _SQL_MOVE = (f"INSERT INTO {instances.name} ({_COLUMNS}) "
              f"SELECT {_COLUMNS} FROM {recent.name} WHERE id <= ? ORDER BY sid, id")
-_SQL_DROP_MOVED = f"DELETE FROM {recent.name} WHERE id <= ?"
 # Without a WHERE clause SQLite drops the table's pages at once instead of deleting row by row.
 _SQL_DROP_ALL = f"DELETE FROM {recent.name}"
 _SQL_LAST = f"SELECT max(id) FROM {recent.name}"
-_SQL_NTH = f"SELECT id FROM {recent.name} ORDER BY id LIMIT 1 OFFSET ?"
-_SQL_SPAN = f"SELECT min(id), max(id) FROM {recent.name}"
+# Two subqueries, one probe of the rowid each: min() and max() in one SELECT scan the whole table.
+_SQL_SPAN = f"SELECT (SELECT min(id) FROM {recent.name}), (SELECT max(id) FROM {recent.name})"
 _SQL_LOG = f"INSERT INTO {change_log.name} (rows, body) VALUES (?, ?)"
-_SQL_LOG_FIRST = f"SELECT id, body FROM {change_log.name} ORDER BY id LIMIT 1"
-_SQL_LOG_DROP = f"DELETE FROM {change_log.name} WHERE id = ?"
+_SQL_LOG_NEXT = f"SELECT id, rows, body FROM {change_log.name} ORDER BY id LIMIT ?"
+_SQL_LOG_DROP = f"DELETE FROM {change_log.name} WHERE id <= ?"
+_SQL_LOG_ANY = f"SELECT 1 FROM {change_log.name} LIMIT 1"
 _SQL_LOG_ROWS = f"SELECT coalesce(sum(rows), 0) FROM {change_log.name}"
 
 # What the log holds per entity change, and what expands it: (tenant, entity id, instances, time written).
@@ -85,6 +88,7 @@ class Staging:
         self.table = recent if self.enabled else instances  # where new history rows go
         self.moved = 0  # rows moved by this process (for tests and the log)
         self._waiting_since: float | None = None
+        self._own_release: float | None = None  # when the write lock was let go after the last chunk
         # Writes the history rows of log entries (TemporalStore sets it): into ``recent``, or straight into
         # the index with staging off.
         self.expand: Expander | None = None
@@ -94,23 +98,32 @@ class Staging:
         _driver(conn).execute(_SQL_LOG, (rows, orjson.dumps(changes)))
 
     def settle(self, conn: Connection | None = None) -> int:
-        """Move every staged row into the indexed table; returns how many. With ``conn`` the move joins that
-        write transaction (which then holds the write lock); without, it runs in a transaction of its own,
-        only when rows are staged (a read that finds none pays one indexed lookup)."""
+        """Expand and move everything that waits into the indexed table; returns how many rows. With
+        ``conn`` this joins that write transaction (which then holds the write lock); without, it runs in
+        transactions of its own, a chunk each, only when rows wait (a read that finds none pays two cheap
+        lookups)."""
         if not self.sqlite:
             return 0
         if conn is not None:
             return self._move(conn, None)[0]
         if not self.waiting():
             return 0
+        return self._chunks(lambda: True)
+
+    def _chunks(self, go_on: Callable[[], bool]) -> int:
+        """Move chunk after chunk, while rows wait and ``go_on()`` says so between two chunks."""
         moved = 0
         while True:  # in chunks: writers may go on between them
             with self.db.begin() as tx:  # the write gate: one move at a time, and between writers
                 n, more = self._move(tx, MOVE_CHUNK)
+            gate = self.db.write_gate
+            self._own_release = gate.released_at if gate is not None else None
             moved += n
             if not more:
                 return moved
             time.sleep(MOVE_PAUSE_S)
+            if not go_on():
+                return moved
 
     def waiting(self) -> int:
         """About how many rows are staged or logged (staged ids are dense, so max − min + 1)."""
@@ -128,8 +141,9 @@ class Staging:
         return self._staged(driver) + int(driver.execute(_SQL_LOG_ROWS).fetchone()[0])
 
     def move_due(self) -> int:
-        """The background job: move staged rows when enough are waiting or they have waited long enough,
-        in a quiet moment of this process's writes; past the upper bounds, at once."""
+        """The background job: when enough rows wait or they have waited long enough, move them in a quiet
+        moment of this process's writes, stopping when writes come back; past the upper bounds, move until
+        back under them."""
         count = self.waiting()
         if not count:
             self._waiting_since = None
@@ -137,63 +151,81 @@ class Staging:
         now = time.monotonic()
         if self._waiting_since is None:
             self._waiting_since = now
-        age = now - self._waiting_since
-        if count < MOVE_ROWS_MAX and age < MOVE_AGE_MAX_S:
-            if count < MOVE_ROWS and age < MOVE_AGE_S:
+        if not self._must_move(count):
+            if count < MOVE_ROWS and now - self._waiting_since < MOVE_AGE_S:
                 return 0
             if self._quiet_for() < MOVE_QUIET_S:
                 return 0
-        moved = self.settle()
-        self._waiting_since = None
+        moved = self._chunks(lambda: self._must_move(self.waiting()) or not self._others_wrote())
+        if not self.waiting():
+            self._waiting_since = None
         log.debug("moved %d staged history rows", moved)
         return moved
+
+    def _must_move(self, count: int) -> bool:
+        since = self._waiting_since
+        return count >= MOVE_ROWS_MAX or (since is not None and time.monotonic() - since >= MOVE_AGE_MAX_S)
 
     def _quiet_for(self) -> float:
         gate = self.db.write_gate
         return gate.quiet_for() if gate is not None else float("inf")
 
+    def _others_wrote(self) -> bool:
+        """Whether another writer has taken the write lock since the job's last chunk ended."""
+        gate = self.db.write_gate
+        return gate is not None and (gate.held_elsewhere() or gate.released_at != self._own_release)
+
     def _move(self, conn: Connection, limit: int | None) -> tuple[int, bool]:
-        """Inside a write transaction: move the first ``limit`` rows (all of them with None), expanding log
-        entries as needed; returns how many and whether any are left. Staged rows are older than any log
-        entry (a direct write of history settles first), so staged rows go first."""
+        """Inside a write transaction: expand log entries until ``limit`` rows are staged (all of them with
+        None), then move every staged row; returns how many rows and whether log entries are left. Staged
+        rows are older than any log entry (a direct write of history settles first), so they go first."""
         driver = _driver(conn)
         if not self.enabled:  # log entries expand straight into the index: what is staged goes before them
-            n = self._move_staged(driver, None)
-            n += self._expand(conn, None)
-            return n, False
+            n = self._move_staged(driver)
+            return n + self._expand(conn, None), False
         self._expand(conn, limit)
-        n = self._move_staged(driver, limit)
-        return n, self._waiting(driver) > 0
+        n = self._move_staged(driver)
+        return n, driver.execute(_SQL_LOG_ANY).fetchone() is not None
 
     def _expand(self, conn: Connection, limit: int | None) -> int:
         """Expand log entries, oldest first, until ``limit`` rows are staged (all of them with None)."""
-        driver = _driver(conn)
-        expanded = 0
-        while limit is None or self._staged(driver) < limit:
-            entry = driver.execute(_SQL_LOG_FIRST).fetchone()
-            if entry is None:
-                break
-            changes = orjson.loads(entry[1])
-            if self.expand is None:
+        if not self.sqlite:
+            return 0
+        with gc_paused():  # (see there: a 5,000-row entry took twice as long with the collector on)
+            return self._expand_entries(conn, _driver(conn), limit)
+
+    def _expand_entries(self, conn: Connection, driver: Any, limit: int | None) -> int:
+        # Entries are taken many at a time (one write of their rows, one delete): the group commits of
+        # single-entity writes log a few rows each, and one by one their per-entry costs added up to seconds.
+        if self.expand is None:
+            if driver.execute(_SQL_LOG_ANY).fetchone() is not None:
                 raise RuntimeError("history log entries wait, but nothing expands them")
+            return 0
+        expanded = 0
+        staged = self._staged(driver)
+        while limit is None or staged < limit:
+            entries = driver.execute(_SQL_LOG_NEXT, (EXPAND_ENTRIES,)).fetchall()
+            if not entries:
+                break
+            changes: list[Any] = []
+            last = None
+            for entry_id, rows, body in entries:
+                if last is not None and limit is not None and staged + rows > limit:
+                    break
+                changes += orjson.loads(body)
+                staged += rows
+                last = entry_id
             self.expand(conn, changes)
-            driver.execute(_SQL_LOG_DROP, (entry[0],))
+            driver.execute(_SQL_LOG_DROP, (last,))
             expanded += sum(len(items) for _t, _e, items, _now in changes)
         return expanded
 
-    def _move_staged(self, driver: Any, limit: int | None) -> int:
+    def _move_staged(self, driver: Any) -> int:
         (final,) = driver.execute(_SQL_LAST).fetchone()
         if final is None:
             return 0
-        last = final
-        if limit is not None:
-            row = driver.execute(_SQL_NTH, (limit - 1,)).fetchone()
-            last = row[0] if row is not None else final
-        n: int = driver.execute(_SQL_MOVE, (last,)).rowcount
-        if last == final:  # the write lock is held: no row came after ``final``
-            driver.execute(_SQL_DROP_ALL)
-        else:
-            driver.execute(_SQL_DROP_MOVED, (last,))
+        n: int = driver.execute(_SQL_MOVE, (final,)).rowcount
+        driver.execute(_SQL_DROP_ALL)  # the write lock is held: no row came after ``final``
         self.moved += n
         return n
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import sys
 import threading
@@ -135,6 +136,7 @@ class WalCheckpointer:
         self.idle_s = idle_s
         self.poll_s = poll_s
         self.checkpoints = 0
+        self._fd: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-wal-checkpointer", daemon=True)
 
@@ -151,16 +153,48 @@ class WalCheckpointer:
         """Frames in the WAL that no checkpoint has copied yet: ``mxFrame - nBackfill`` of the wal-index
         (native-order u32s at bytes 16 and 96 of the ``-shm`` file, per SQLite's documented WAL format); 0
         when there is no WAL. A torn read can only make one poll early or late."""
-        try:
-            with open(self.shm, "rb") as f:
-                head = f.read(100)
-        except FileNotFoundError:
+        fd = self._shm_fd()
+        if fd is None:
             return 0
+        head = os.pread(fd, 100, 0)
         if len(head) < 100:
             return 0
         frames = int.from_bytes(head[16:20], sys.byteorder)
         backfilled = int.from_bytes(head[96:100], sys.byteorder)
         return max(frames - backfilled, 0)
+
+    def _shm_fd(self) -> int | None:
+        """A descriptor of the current ``-shm`` file, opened once and kept.
+
+        Never closed while SQLite connections of this process may use that file: closing any descriptor of a
+        file drops every POSIX lock the process holds on it, SQLite's included. Opened and closed at every
+        poll, it did exactly that; another process opening the database (a CLI command, a script counting
+        rows) then took itself for the first, truncated the wal-index, and this process died of SIGBUS on its
+        next access to the mapping. A descriptor of a file that has since been replaced is closed (the locks
+        on the live one are not touched)."""
+        try:
+            current = os.stat(self.shm)
+        except FileNotFoundError:
+            return None
+        if self._fd is not None:
+            kept = os.fstat(self._fd)
+            if (kept.st_dev, kept.st_ino) == (current.st_dev, current.st_ino):
+                return self._fd
+            os.close(self._fd)
+            self._fd = None
+        try:
+            self._fd = os.open(self.shm, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        return self._fd
+
+    def release(self) -> None:
+        """Close the kept ``-shm`` descriptor: only once this process's connections to the database are
+        closed (see :meth:`_shm_fd`)."""
+        self.stop()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None

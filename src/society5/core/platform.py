@@ -53,3 +53,5 @@ class Platform:
         if self.checkpointer is not None:
             self.checkpointer.stop()
         self.engine.dispose()
+        if self.checkpointer is not None:
+            self.checkpointer.release()  # after the connections: it keeps a descriptor of the WAL index
