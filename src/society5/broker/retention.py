@@ -61,7 +61,8 @@ def _of_type(type_cond: Any) -> Any:
 
 
 def _delete_older(engine: Engine, sids: Any, cutoff: float) -> int:
-    # Staged rows too (SQLite: see temporal_staging); that table holds only recent rows and is small.
+    # Staged rows too (SQLite: see temporal_staging); that table holds only recent rows and is small. Rows
+    # still in the change log are new; a later run finds them once they are expanded.
     return sum(_delete_older_in(engine, table, sids, cutoff) for table in (instances, recent))
 
 
