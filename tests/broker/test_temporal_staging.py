@@ -304,3 +304,21 @@ def test_history_written_after_an_attribute_history_was_deleted_is_kept(client: 
                             json={"power": {"type": "Property", "value": v}}).status_code == 204
     got = client.get(f"{t}/urn:ngsi-ld:Meter:7", headers=g).json()
     assert [i["value"] for i in got["power"]] == [3, 4]
+
+
+def test_a_batch_larger_than_the_history_buffer_keeps_every_row_in_order(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write's history is buffered and written (logged on SQLite) every _BUFFER_MAX entities and at the
+    commit; nothing is lost or reordered at those seams."""
+    from society5.broker import temporal
+
+    monkeypatch.setattr(temporal, "_BUFFER_MAX", 3)
+    broker = start(platform)
+    _write_rounds(broker, 3, entities=8)  # 8 entities a batch: flushed after 3 and 6, and at the commit
+    if platform.engine.dialect.name == "sqlite":
+        assert _count(platform, change_log) == 3 * 3
+    platform.parts["temporal"].staging.settle()
+    for i in range(8):
+        expected = [float(r * 10 + i) for r in range(3)]
+        assert _values_in_id_order(platform, f"urn:ngsi-ld:Meter:{i}") == expected
+    assert _count(platform, instances) == 24

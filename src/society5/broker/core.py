@@ -38,6 +38,9 @@ from society5.core.timeutil import now_iso
 log = logging.getLogger(__name__)
 
 ChangeListener = Callable[[Connection, str, "dict[str, Any] | None", "dict[str, Any] | None"], None]
+Change = tuple["dict[str, Any] | None", "dict[str, Any] | None"]  # (old, new)
+# Called once per write with all its changes (a batch of 1,000 entities: once, not 1,000 times).
+ChangesListener = Callable[[Connection, str, Sequence[Change]], None]
 
 _PREFETCHED = "s5.broker.prefetched"
 _gc_lock = threading.Lock()
@@ -103,6 +106,7 @@ class Broker:
         self.tenants = tenants
         self.store = EntityStore(engine.dialect.name)
         self.listeners: list[ChangeListener] = []
+        self.changes_listeners: list[ChangesListener] = []  # called before ``listeners``
 
     # -- helpers -------------------------------------------------------------------------------------------
     def context(self, source: Any = None) -> ActiveContext:
@@ -126,11 +130,20 @@ class Broker:
     def _changed(
         self, conn: Connection, tenant: str, old: dict[str, Any] | None, new: dict[str, Any] | None
     ) -> None:
+        self._changed_many(conn, tenant, [(old, new)])
+
+    def _changed_many(self, conn: Connection, tenant: str, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
         ready: dict[tuple[str, str], dict[str, Any]] | None = conn.info.get(_PREFETCHED)
         if ready:  # written by some other path of the group (a listener, a batch): read it again when needed
-            ready.pop((tenant, (new or old or {}).get("id", "")), None)
+            for old, new in changes:
+                ready.pop((tenant, (new or old or {}).get("id", "")), None)
+        for many in self.changes_listeners:
+            many(conn, tenant, changes)
         for listener in self.listeners:
-            listener(conn, tenant, old, new)
+            for old, new in changes:
+                listener(conn, tenant, old, new)
 
     @contextmanager
     def prefetched(self, conn: Connection, keys: Sequence[tuple[str | None, str]]) -> Iterator[None]:
@@ -433,8 +446,7 @@ class Broker:
                 doc["createdAt"] = doc["modifiedAt"] = now
                 fresh.append(doc)
             self.store.insert_many(conn, name, fresh)
-            for doc in fresh:
-                self._changed(conn, name, None, doc)
+            self._changed_many(conn, name, [(None, doc) for doc in fresh])
         result.success = result.created = [d["id"] for d in fresh]
         return result
 
@@ -482,10 +494,7 @@ class Broker:
                     updated[eid] = (existing[eid], new)
             self.store.insert_many(conn, name, list(created.values()))
             self.store.update_many(conn, name, list(updated.values()))
-            for doc in created.values():
-                self._changed(conn, name, None, doc)
-            for old, new in updated.values():
-                self._changed(conn, name, old, new)
+            self._changed_many(conn, name, [(None, doc) for doc in created.values()] + list(updated.values()))
         result.created = list(created)
         result.success = list(created) + list(updated)
         return result
@@ -542,8 +551,7 @@ class Broker:
                 new["modifiedAt"] = now
                 pairs[eid] = (existing[eid], new)
             self.store.update_many(conn, name, list(pairs.values()))
-            for old, new in pairs.values():
-                self._changed(conn, name, old, new)
+            self._changed_many(conn, name, list(pairs.values()))
         result.success = list(pairs)
         return result
 

@@ -1,8 +1,8 @@
 """Subscriptions at run time: matching every entity change, throttling, delivery, status, periodic sends.
 
-- :meth:`Notifier.on_change` is a broker change listener: inside the write's transaction it enqueues one
-  outbox message (kind ``ngsi-ld.notification``) per matching subscription, so a notification exists exactly
-  when its change does.
+- :meth:`Notifier.on_changes` is a broker changes listener (:meth:`Notifier.on_change` for each change):
+  inside the write's transaction it enqueues one outbox message (kind ``ngsi-ld.notification``) per matching
+  subscription, so a notification exists exactly when its change does.
 - :meth:`Notifier.deliver` is that kind's outbox handler: POST to ``http(s)://`` endpoints, publish to
   ``mqtt(s)://host:port/topic`` ones (§7.3 body ``{"metadata": headers, "body": notification}``). A 2xx is
   success; a 4xx other than 408/429 can never succeed and is given up; anything else is retried with backoff.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -85,6 +85,16 @@ class Notifier:
         self._client: Any = None
 
     # -- matching (inside the write's transaction) -----------------------------------------------------------
+    def on_changes(self, conn: Connection, tenant: str,
+                   changes: Sequence[tuple[dict[str, Any] | None, dict[str, Any] | None]]) -> None:
+        """Broker changes listener: :meth:`on_change` for each change of one write; nothing per change when
+        no subscription can match in this tenant (the common case)."""
+        if not self.store.index(conn, tenant).by_id and not any(
+                c.tenant in (None, tenant) for c in self._local):
+            return
+        for old, new in changes:
+            self.on_change(conn, tenant, old, new)
+
     def on_change(self, conn: Connection, tenant: str, old: dict[str, Any] | None,
                   new: dict[str, Any] | None) -> None:
         local = [c for c in self._local if c.tenant in (None, tenant)]

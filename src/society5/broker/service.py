@@ -63,12 +63,12 @@ def start(platform: Platform) -> Broker:
     # History is recorded by a change listener, inside each write's transaction.
     limit = getattr(settings, "temporal_instance_limit", DEFAULT_INSTANCE_LIMIT)
     temporal = TemporalStore(engine, broker, limit, staged=getattr(settings, "temporal_staging", True))
-    broker.listeners.append(temporal.record)
+    broker.changes_listeners.append(temporal.record_many)
     platform.parts["temporal"] = temporal
     # Subscriptions: matched by a change listener (notifications commit with the change), delivered by the
     # outbox.
     subs = notifier.Notifier(broker, SubscriptionStore(engine, broker.context), platform.outbox)
-    broker.listeners.append(subs.on_change)
+    broker.changes_listeners.append(subs.on_changes)
     if "subscriptions" in platform.parts:  # a second app on the same platform (tests): the newest delivers
         platform.outbox.handlers.pop(NOTIFICATION, None)
     platform.outbox.register(NOTIFICATION, subs.deliver)

@@ -1,6 +1,7 @@
 """Temporal evolution of entities (NGSI-LD temporal API, ETSI GS CIM 009 v1.8 §5.6.11–5.6.20, §5.7.3–5.7.4).
 
-Recording: :meth:`TemporalStore.record` is a broker change listener. It runs inside the write transaction of
+Recording: :meth:`TemporalStore.record_many` is a broker changes listener (:meth:`TemporalStore.record` for
+each change). It runs inside the write transaction of
 every entity operation and stores one row per attribute instance whose content changed (sys timestamps
 aside), plus a deletion record (``deletedAt``) for each instance that disappeared, so history commits or rolls
 back with the change itself.
@@ -325,6 +326,27 @@ class TemporalStore:
             buffer.append((tenant, eid, items, now))
             if len(buffer) >= _BUFFER_MAX:
                 self._flush_plain(conn)
+
+    def record_many(self, conn: Connection, tenant: str,
+                    changes: Sequence[tuple[dict[str, Any] | None, dict[str, Any] | None]]) -> None:
+        """Broker changes listener: :meth:`record` for every change of one write, without its per-change
+        lookups in the common case (no purge, no temporal API write in progress)."""
+        if _PURGE.get() is not None or _PENDING.get() is not None:
+            for old, new in changes:
+                self.record(conn, tenant, old, new)
+            return
+        buffer = conn.info.setdefault(_BUFFER, [])
+        for old, new in changes:
+            eid = (new or old or {}).get("id")
+            if not eid:
+                continue
+            now = (new or {}).get("modifiedAt") or now_iso()
+            items = diff_instances(old, new, now) + scope_changes(old, new, now)
+            if items:
+                buffer.append((tenant, eid, items, now))
+                if len(buffer) >= _BUFFER_MAX:
+                    self._flush_plain(conn)
+                    buffer = conn.info.setdefault(_BUFFER, [])
 
     def _on_commit(self, conn: Connection) -> None:
         self._flush(conn)
