@@ -89,6 +89,7 @@ class Staging:
         self.moved = 0  # rows moved by this process (for tests and the log)
         self._waiting_since: float | None = None
         self._own_release: float | None = None  # when the write lock was let go after the last chunk
+        self._left = False  # whether the last chunk left log entries behind
         # Writes the history rows of log entries (TemporalStore sets it): into ``recent``, or straight into
         # the index with staging off.
         self.expand: Expander | None = None
@@ -108,10 +109,10 @@ class Staging:
             return self._move(conn, None)[0]
         if not self.waiting():
             return 0
-        return self._chunks(lambda: True)
+        return self._chunks(lambda _moved: True)
 
-    def _chunks(self, go_on: Callable[[], bool]) -> int:
-        """Move chunk after chunk, while rows wait and ``go_on()`` says so between two chunks."""
+    def _chunks(self, go_on: Callable[[int], bool]) -> int:
+        """Move chunk after chunk, while rows wait and ``go_on(rows moved so far)`` says so between two."""
         moved = 0
         while True:  # in chunks: writers may go on between them
             with self.db.begin() as tx:  # the write gate: one move at a time, and between writers
@@ -119,10 +120,11 @@ class Staging:
             gate = self.db.write_gate
             self._own_release = gate.released_at if gate is not None else None
             moved += n
+            self._left = more
             if not more:
                 return moved
             time.sleep(MOVE_PAUSE_S)
-            if not go_on():
+            if not go_on(moved):
                 return moved
 
     def waiting(self) -> int:
@@ -156,9 +158,12 @@ class Staging:
                 return 0
             if self._quiet_for() < MOVE_QUIET_S:
                 return 0
-        moved = self._chunks(lambda: self._must_move(self.waiting()) or not self._others_wrote())
-        if not self.waiting():
-            self._waiting_since = None
+        # At most what waited when it began (writes that go on meanwhile are the next tick's), and only while
+        # nobody else writes unless past the bounds.
+        moved = self._chunks(lambda done: done < count and (self._must_move(self.waiting())
+                                                             or not self._others_wrote()))
+        if not self._left:  # what waits now was written after the move began
+            self._waiting_since = now if self.waiting() else None
         log.debug("moved %d staged history rows", moved)
         return moved
 
