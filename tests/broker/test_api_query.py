@@ -187,3 +187,39 @@ def test_unknown_query_parameters_are_invalid_requests(fleet: Any) -> None:
     assert r.status_code == 400
     speed = fleet.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Vehicle:001", headers={"Link": LINK}).json()["speed"]
     assert speed["value"] == 10  # nothing written
+
+
+def test_batch_writes_keep_the_geo_index_when_locations_come_and_go(client: Any) -> None:
+    """Upsert and update batches that add, move and remove locations: the near-query answers from the geo
+    index agree each time (a batch skips the geo check only for entities with no GeoProperty before or
+    after)."""
+    url = "/ngsi-ld/v1/entityOperations"
+    near = {"type": "Sensor", "georel": "near;maxDistance==1000", "geometry": "Point",
+            "coordinates": f"[{SAPPORO[0]},{SAPPORO[1]}]"}
+
+    def found() -> set[str]:
+        r = client.get("/ngsi-ld/v1/entities", params=near, headers=H)
+        assert r.status_code == 200, r.text
+        return {e["id"].rsplit(":", 1)[1] for e in r.json()}
+
+    def sensor(i: int, lon: float | None = None) -> dict[str, Any]:
+        ent: dict[str, Any] = {"id": f"urn:ngsi-ld:Sensor:{i}", "type": "Sensor",
+                               "level": {"type": "Property", "value": i}}
+        if lon is not None:
+            point = {"type": "Point", "coordinates": [lon, SAPPORO[1]]}
+            ent["location"] = {"type": "GeoProperty", "value": point}
+        return ent
+
+    far = SAPPORO[0] + 1.0
+    assert client.post(f"{url}/upsert", json=[sensor(1), sensor(2, SAPPORO[0]), sensor(3, far)],
+                       headers=H).status_code == 201
+    assert found() == {"2"}
+    # 1 gains a location near Sapporo, 2 loses its own, 3 moves in, a plain update of 4 alongside
+    batch = [sensor(1, SAPPORO[0]), sensor(2), sensor(3, SAPPORO[0] + 0.001), sensor(4)]
+    assert client.post(f"{url}/upsert", json=batch, headers=H).status_code in (200, 201)
+    assert found() == {"1", "3"}
+    # the update batch: 1 moves away; 4 gains a location
+    moved = [{"id": "urn:ngsi-ld:Sensor:1", "location": sensor(1, far)["location"]},
+             {"id": "urn:ngsi-ld:Sensor:4", "location": sensor(4, SAPPORO[0])["location"]}]
+    assert client.post(f"{url}/update", json=moved, headers=H).status_code == 204
+    assert found() == {"3", "4"}

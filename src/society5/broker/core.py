@@ -467,7 +467,8 @@ class Broker:
         parsed = self._prepare_batch(payloads, ctx, now, True, result, principal, name, contexts)
         with self.db.begin() as conn:
             ids = list(dict.fromkeys(d["id"] for d, _ in parsed))
-            existing = self.store.get_many(conn, name, ids, for_update=True)
+            geo_free: set[str] = set()
+            existing = self.store.get_many(conn, name, ids, for_update=True, geo_free=geo_free)
             created: dict[str, dict[str, Any]] = {}
             updated: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
             for doc, _ in parsed:
@@ -493,7 +494,7 @@ class Broker:
                 else:
                     updated[eid] = (existing[eid], new)
             self.store.insert_many(conn, name, list(created.values()))
-            self.store.update_many(conn, name, list(updated.values()))
+            self.store.update_many(conn, name, list(updated.values()), old_geo_free=geo_free)
             self._changed_many(conn, name, [(None, doc) for doc in created.values()] + list(updated.values()))
         result.created = list(created)
         result.success = list(created) + list(updated)
@@ -518,7 +519,8 @@ class Broker:
             raise BadRequest("a batch operation takes a JSON array of entities")
         with self.db.begin() as conn:
             ids = [p["id"] for p in payloads if isinstance(p, dict) and isinstance(p.get("id"), str)]
-            existing = self.store.get_many(conn, name, ids, for_update=True)
+            geo_free: set[str] = set()
+            existing = self.store.get_many(conn, name, ids, for_update=True, geo_free=geo_free)
             pairs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
             for i, payload in enumerate(payloads):
                 ent_ctx = contexts[i] if contexts is not None else ctx
@@ -550,7 +552,7 @@ class Broker:
                     continue
                 new["modifiedAt"] = now
                 pairs[eid] = (existing[eid], new)
-            self.store.update_many(conn, name, list(pairs.values()))
+            self.store.update_many(conn, name, list(pairs.values()), old_geo_free=geo_free)
             self._changed_many(conn, name, list(pairs.values()))
         result.success = list(pairs)
         return result

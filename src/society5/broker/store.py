@@ -108,7 +108,10 @@ class EntityStore:
         return row[0] if row else None
 
     def get_many(self, conn: Connection, tenant: str, ids: Sequence[str],
-                 for_update: bool = False) -> dict[str, dict[str, Any]]:
+                 for_update: bool = False, geo_free: set[str] | None = None) -> dict[str, dict[str, Any]]:
+        """The stored documents of ``ids`` that exist. ``geo_free`` (SQLite) collects the ids whose stored
+        text has no GeoProperty (a substring test, before decoding): :meth:`update_many` skips their geo
+        check."""
         found: dict[str, dict[str, Any]] = {}
         if for_update and not self.sqlite:
             ids = sorted(set(ids))
@@ -118,6 +121,8 @@ class EntityStore:
                 sql = _SQL_GET_MANY.format(marks=",".join("?" * len(chunk)))
                 hits = self._driver(conn).execute(sql, (tenant, *chunk)).fetchall()
                 found.update({eid: orjson.loads(doc) for eid, doc in hits})
+                if geo_free is not None:
+                    geo_free.update(eid for eid, doc in hits if _GEO_MARK not in doc)
                 continue
             select = sa.select(entities.c.id, entities.c.doc).where(
                 entities.c.tenant == tenant, entities.c.id.in_(chunk)
@@ -186,22 +191,29 @@ class EntityStore:
             self._rows_since_analyze = 0
 
     def update_many(
-        self, conn: Connection, tenant: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]
+        self, conn: Connection, tenant: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+        old_geo_free: set[str] | None = None,
     ) -> None:
-        """Write new documents over existing ones; ``pairs`` is (old, new)."""
+        """Write new documents over existing ones; ``pairs`` is (old, new). ``old_geo_free``: ids whose old
+        document is known to have no GeoProperty (see :meth:`get_many`)."""
         if not pairs:
             return
+        geo_checks: list[bool] | None = None
         if self.sqlite:
+            texts = [_dumps(new) for _, new in pairs]
             self._driver(conn).executemany(
                 _SQL_UPDATE,
                 [
-                    (_dumps(new), int(is_public(new)), new["modifiedAt"], tenant, new["id"])
-                    for _, new in pairs
+                    (text, int(is_public(new)), new["modifiedAt"], tenant, new["id"])
+                    for text, (_, new) in zip(texts, pairs, strict=True)
                 ],
             )
+            if old_geo_free is not None:  # neither side has a GeoProperty: the geo index cannot change
+                geo_checks = [old["id"] not in old_geo_free or _GEO_MARK in text
+                              for text, (old, _) in zip(texts, pairs, strict=True)]
         else:
             self._update_rows(conn, tenant, pairs)
-        self._update_indexes(conn, tenant, pairs)
+        self._update_indexes(conn, tenant, pairs, geo_checks)
 
     def _update_rows(
         self, conn: Connection, tenant: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]
@@ -221,9 +233,10 @@ class EntityStore:
         )
 
     def _update_indexes(
-        self, conn: Connection, tenant: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]
+        self, conn: Connection, tenant: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+        geo_checks: Sequence[bool] | None = None,
     ) -> None:
-        for old, new in pairs:
+        for i, (old, new) in enumerate(pairs):
             if old["type"] != new["type"]:
                 conn.execute(
                     entity_types.delete().where(
@@ -234,6 +247,8 @@ class EntityStore:
                     entity_types.insert(),
                     [{"tenant": tenant, "type": t, "entity_id": new["id"]} for t in new["type"]],
                 )
+            if geo_checks is not None and not geo_checks[i]:
+                continue
             old_boxes, new_boxes = geo_boxes(old), geo_boxes(new)
             if old_boxes != new_boxes:
                 self._delete_geo(conn, tenant, [new["id"]])
@@ -488,6 +503,10 @@ _SQL_INSERT_GEO = ("INSERT INTO broker_geo (gid, tenant, entity_id, attr, minx, 
 _SQL_INSERT_RTREE = "INSERT INTO broker_geo_rtree (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)"
 _SQL_INSERT_TYPES = "INSERT INTO broker_entity_types (tenant, type, entity_id) VALUES (?, ?, ?)"
 _SQL_UPDATE = "UPDATE broker_entities SET doc = ?, public = ?, modified_at = ? WHERE tenant = ? AND id = ?"
+
+
+# In a document's JSON text exactly when it has a GeoProperty (or a value that mentions one: checked then).
+_GEO_MARK = '"GeoProperty"'
 
 
 def _dumps(doc: dict[str, Any]) -> str:
