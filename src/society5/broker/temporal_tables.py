@@ -60,7 +60,7 @@ instances = sa.Table("broker_temporal_instances", metadata, *_history_columns())
 recent = sa.Table("broker_temporal_recent", metadata, *_history_columns())
 
 # SQLite only (migration ``0013``): each write transaction's history as one row, the changed instances
-# serialized in one piece ([[tenant, entity id, [{"attr", "inst"}, …], time written], …]); the staging job
+# serialized in one piece ([[tenant, entity id, [[attr, instance], …], time written], …]); the staging job
 # expands the rows into ``recent`` in id order, and so does anything that reads or changes history.
 change_log = sa.Table(
     "broker_temporal_log",
