@@ -41,7 +41,7 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def _answers(platform: Platform, fast: bool) -> list[tuple[int, Any]]:
+def _answers(platform: Platform, fast: bool) -> list[tuple[int, Any, dict[str, str]]]:
     svc = broker_service if fast else dataclasses.replace(broker_service, middleware=())
     app = create_app(platform.settings, services=[svc], platform=platform)
     out = []
@@ -51,14 +51,16 @@ def _answers(platform: Platform, fast: bool) -> list[tuple[int, Any]]:
         for method, url, kw in CALLS:
             r = client.request(method, url, headers=H if method == "PATCH" else {}, **kw)
             body = r.json() if r.content else None
-            out.append((r.status_code, body))
+            headers = {k: v for k, v in r.headers.items() if k in ("content-type", "content-length", "link")}
+            out.append((r.status_code, body, headers))
     return out
 
 
 def test_fast_path_answers_like_the_router(platform: Platform) -> None:
     fast, routed = _answers(platform, True), _answers(platform, False)
     assert fast == routed
-    assert [status for status, _ in fast] == [200, 200, 404, 400, 400, 204, 400, 207, 404, 204, 400, 400, 200]
+    assert [answer[0] for answer in fast] == [200, 200, 404, 400, 400, 204, 400, 207, 404, 204, 400, 400, 200]
+    assert fast[0][2]["content-type"] == "application/json" and "rel=" in fast[0][2]["link"]
 
 
 @pytest.mark.parametrize("method,path,hot", [

@@ -55,3 +55,37 @@ def test_auth_off_is_refused_off_loopback(sqlite_platform: Platform) -> None:
     check_auth_off(settings, "127.0.0.1")
     with pytest.raises(ConfigError):
         check_auth_off(settings, "0.0.0.0")
+
+
+def test_service_middleware_sees_requests_before_fastapi(sqlite_platform: Platform) -> None:
+    """A service's middleware is put in front of the whole app, FastAPI's own layers included: it gets each
+    HTTP request first, with the app in the scope, in the order the services are listed; what it passes on
+    is routed as usual; the lifespan does not go through it."""
+    from starlette.responses import PlainTextResponse
+
+    seen: list[tuple[str, str, bool]] = []
+
+    def recorder(tag: str) -> Any:
+        def make(inner: Any) -> Any:
+            async def middleware(scope: Any, receive: Any, send: Any) -> None:
+                seen.append((tag, scope["path"], scope.get("app") is app))
+                if scope["path"] == f"/answered-by-{tag}":
+                    await PlainTextResponse(tag)(scope, receive, send)
+                    return
+                await inner(scope, receive, send)
+
+            return middleware
+
+        return make
+
+    services = [Service(name="first", title="一", middleware=(recorder("a"),)),
+                Service(name="second", title="二", middleware=(recorder("b"),))]
+    app = create_app(sqlite_platform.settings, services=services, platform=sqlite_platform)
+    with TestClient(app) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/answered-by-a").text == "a"
+        assert c.get("/answered-by-b").text == "b"
+    # b is in front of a: each middleware wraps what was built before it, as add_middleware would
+    assert seen == [("b", "/healthz", True), ("a", "/healthz", True),
+                    ("b", "/answered-by-a", True), ("a", "/answered-by-a", True),
+                    ("b", "/answered-by-b", True)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
@@ -94,6 +95,15 @@ def _doc(path: list[str], query: list[str], body: bool = False) -> dict[str, Any
     if body:
         doc.update(body_doc())
     return doc
+
+
+_NO_QUERY: Mapping[str, str] = MappingProxyType({})
+
+
+def _query(request: Request) -> Mapping[str, str]:
+    """The query parameters. Most requests have none, and Starlette parses even an empty query string into
+    a ``QueryParams`` whose ``get`` raises and catches a KeyError for each absent name."""
+    return request.query_params if request.scope.get("query_string") else _NO_QUERY
 
 
 def _tenant(request: Request) -> str | None:
@@ -504,7 +514,7 @@ async def query_entities(
     request: Request,
 ) -> Response:
     tenant = _tenant(request)
-    qp = request.query_params
+    qp = _query(request)
     id = qp.get("id")
     type = qp.get("type")
     idPattern = qp.get("idPattern")
@@ -617,7 +627,7 @@ async def retrieve_entity(
     entity_id: str,
 ) -> Response:
     tenant = _tenant(request)
-    qp = request.query_params
+    qp = _query(request)
     attrs = qp.get("attrs")
     pick = qp.get("pick")
     omit = qp.get("omit")
@@ -661,7 +671,7 @@ def purge_entities(
     request: Request,
 ) -> Response:
     tenant = _tenant(request)
-    qp = request.query_params
+    qp = _query(request)
     id = qp.get("id")
     type = qp.get("type")
     idPattern = qp.get("idPattern")
@@ -738,7 +748,7 @@ async def append_attrs(
     entity_id: str,
 ) -> Response:
     tenant = _tenant(request)
-    qp = request.query_params
+    qp = _query(request)
     options = qp.get("options")
     body, ctx = await _body(request)
     opts = flag_set(options)
@@ -801,7 +811,7 @@ async def delete_attr(
     attr: str,
 ) -> Response:
     tenant = _tenant(request)
-    qp = request.query_params
+    qp = _query(request)
     datasetId = qp.get("datasetId")
     deleteAll = qp.get("deleteAll")
     check_uri(entity_id, "entity id")
@@ -870,7 +880,7 @@ async def batch_create(request: Request) -> Response:
 )
 async def batch_upsert(request: Request) -> Response:
     tenant = _tenant(request)
-    qp = request.query_params
+    qp = _query(request)
     options = qp.get("options")
     body, ctx, contexts = await _batch_body(request)
     opts = flag_set(options)
@@ -888,7 +898,7 @@ async def batch_upsert(request: Request) -> Response:
 )
 async def batch_update(request: Request) -> Response:
     tenant = _tenant(request)
-    qp = request.query_params
+    qp = _query(request)
     options = qp.get("options")
     body, ctx, contexts = await _batch_body(request)
     result = await _db(request).batch_update(
@@ -929,7 +939,7 @@ async def post_query(
     request: Request,
 ) -> Response:
     tenant = _tenant(request)
-    qp = request.query_params
+    qp = _query(request)
     limit = qp.get("limit")
     offset = qp.get("offset")
     count = qp.get("count")
@@ -991,7 +1001,7 @@ async def post_query(
 @router.get("/types", summary="Available entity types", openapi_extra=_doc([], ["details"], body=False))
 def list_types(request: Request) -> Response:
     tenant = _tenant(request)
-    qp = request.query_params
+    qp = _query(request)
     details = qp.get("details")
     media = accepted(request, allow_geo=False)
     ctx = _get_ctx(request)
@@ -1069,7 +1079,7 @@ def _attribute_index(request: Request, tenant: str | None) -> dict[str, dict[str
 @router.get("/attributes", summary="Available attributes", openapi_extra=_doc([], ["details"], body=False))
 def list_attributes(request: Request) -> Response:
     tenant = _tenant(request)
-    qp = request.query_params
+    qp = _query(request)
     details = qp.get("details")
     media = accepted(request, allow_geo=False)
     ctx = _get_ctx(request)

@@ -46,7 +46,8 @@ class Service:
     # Started with the platform when the server starts serving (not when an app is merely built, as tests do);
     # returns an object whose ``stop()`` is called at shutdown. For long-running loops: bridges, dispatchers.
     background: Callable[[Any], Any] | None = None  # may return None: nothing to run
-    # ASGI middleware classes (``cls(app)``) wrapped around the whole app, e.g. a fast path for hot routes.
+    # ASGI middleware classes (``cls(app)``) wrapped around the whole app, in front of FastAPI's own error
+    # handling, e.g. a fast path for hot routes: they must answer their own errors (``web.app.Society5App``).
     middleware: tuple[Callable[[Any], Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 

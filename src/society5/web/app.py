@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from society5 import __version__
 from society5.core.errors import ApiError, ConfigError
@@ -33,6 +34,29 @@ def check_auth_off(settings: Settings, host: str) -> None:
 def _ordered(services: Sequence[Service]) -> list[Service]:
     # The broker starts first: every other service keeps its data in it.
     return sorted(services, key=lambda s: (s.name != "broker", s.name != "web"))
+
+
+class Society5App(FastAPI):
+    """FastAPI with the services' middleware in front of everything, FastAPI's own layers included.
+
+    ``add_middleware`` would put a service's middleware inside FastAPI's error, telemetry and body-limit
+    layers, which every request then crosses (about 17 µs a request here, a sixth of a one-entity GET).
+    A front middleware sees the request first; what it passes on goes through the whole normal app. It must
+    answer its own errors (the broker's ``HotPaths`` uses the app's exception handlers)."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if front is None or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await front(scope, receive, send)
+
+    def put_in_front(self, middleware: Any) -> None:
+        inner = self.front or (lambda scope, receive, send: FastAPI.__call__(self, scope, receive, send))
+        self.front = middleware(inner)
 
 
 def create_app(
@@ -73,7 +97,7 @@ def create_app(
                 if svc.on_shutdown is not None:
                     svc.on_shutdown(plat)
 
-    app = FastAPI(
+    app = Society5App(
         title="society5",
         version=__version__,
         description=(
@@ -105,7 +129,7 @@ def create_app(
     _install_docs(app)
     for svc in services:
         for middleware in svc.middleware:
-            app.add_middleware(middleware)
+            app.put_in_front(middleware)
 
     return app
 
