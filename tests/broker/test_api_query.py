@@ -59,6 +59,21 @@ def test_type_and_q(fleet: Any) -> None:
     assert len(got) == 11
 
 
+def test_order_by_applies_its_terms_in_the_order_given(fleet: Any) -> None:
+    """orderBy sorts by its first term, then the next for ties; each term has its own direction."""
+    got = ids(fleet.get("/ngsi-ld/v1/entities?type=Vehicle&orderBy=brandName;desc,speed;desc",
+                        headers={"Link": LINK}))
+    isuzu = [f"urn:ngsi-ld:Vehicle:{i:03d}" for i in (8, 6, 4, 2, 0)]
+    hino = [f"urn:ngsi-ld:Vehicle:{i:03d}" for i in (9, 7, 5, 3, 1)]
+    assert got == isuzu + hino
+    got = ids(fleet.get("/ngsi-ld/v1/entities?type=Vehicle&orderBy=speed;desc,brandName;desc",
+                        headers={"Link": LINK}))
+    assert got == [f"urn:ngsi-ld:Vehicle:{i:03d}" for i in range(9, -1, -1)]
+    got = ids(fleet.get("/ngsi-ld/v1/entities?type=Vehicle&orderBy=type;asc,brandName,speed;desc",
+                        headers={"Link": LINK}))
+    assert got == hino + isuzu
+
+
 def test_bad_q_is_400(fleet: Any) -> None:
     r = fleet.get("/ngsi-ld/v1/entities?type=Vehicle&q=speed>>", headers={"Link": LINK})
     assert r.status_code == 400 and "q" in r.json()["detail"]

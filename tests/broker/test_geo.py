@@ -610,6 +610,19 @@ def test_equals_is_topological() -> None:
     assert gl.matches({"type": "LineString", "coordinates": [[142, 43], [141.5, 43], [141, 43]]})
 
 
+def test_a_self_intersecting_polygon_equals_contains_and_lies_within_itself() -> None:
+    """An invalid (bow-tie) reference polygon is repaired before comparing: a stored target with the very
+    same coordinates gets the same repair, so it still equals itself (the ETSI suite's 019_11_01 shape)."""
+    ring = [[13.2865906, 52.5648645], [13.2879639, 52.5648645], [13.2797241, 52.4988679],
+            [13.477478, 52.4712703], [13.5049438, 52.5373084], [13.2865906, 52.5648645]]
+    assert not shapely.is_valid(shapely.Polygon(ring))
+    same = {"type": "Polygon", "coordinates": [ring]}
+    for rel in ("equals", "within", "contains", "intersects"):
+        assert q(rel, "Polygon", [ring]).matches(same), rel
+    assert not q("disjoint", "Polygon", [ring]).matches(same)
+    assert not q("equals", "Polygon", [ring]).matches({"type": "Polygon", "coordinates": around(0.1)})
+
+
 def test_near_points_one_km_apart() -> None:
     one_km = point(LON0, LAT0 + 0.009)  # 1000.76 m north
     assert q("near;maxDistance==1010", "Point", [LON0, LAT0]).matches(one_km)

@@ -397,7 +397,8 @@ def _order_by(value: str | None, ctx: ActiveContext) -> list[tuple[list[str], bo
     if value is None:
         return None
     order = []
-    for part in flag_set(value):
+    # The terms in the order given (the first sorts first): not a set.
+    for part in (p.strip() for p in value.split(",") if p.strip()):
         path, _, direction = part.partition(";")
         if direction not in ("", "asc", "desc") or not path:
             raise BadRequest(f"orderBy: {part!r} must be path[;asc|desc]")

@@ -621,7 +621,9 @@ class GeoQuery:
                     return negate  # outside the reference box: cannot touch it (pure-Python reject)
                 return bool(point_xy(prepared(), x, y)) is not negate
             q = prepared()
-            target = _to_shape(geom)
+            # The reference polygon was repaired if invalid (_valid_shape): the target gets the same repair,
+            # or an invalid polygon would not equal (contain, lie within) itself.
+            target = _valid_shape(geom)
             try:
                 return bool(predicate(q, target))
             except GEOSException:
