@@ -144,8 +144,9 @@ def test_a_failing_request_spoils_nothing_of_its_group(platform: Platform) -> No
 
 def test_concurrent_reads_each_get_their_own_answer(
         platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On PostgreSQL simultaneous GETs by id share thread hops (grouped), on SQLite they run inline; either
-    way each request gets its own entity, and a missing one fails alone."""
+    """On PostgreSQL simultaneous GETs by id share thread hops and one read of their entities (grouped), on
+    SQLite they run inline; either way each request gets its own entity, and a missing one (or one of a
+    tenant that does not exist) fails alone."""
     from society5.broker import api
 
     app, _broker = _tanks(platform, 20)
@@ -158,24 +159,38 @@ def test_concurrent_reads_each_get_their_own_answer(
         return run_group(self, works, keys)
 
     monkeypatch.setattr(api._Coalescer, "_run_group", counted)
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "broker_entities" in statement:
+            reads.append(statement)
 
     async def run() -> list[tuple[int, Any]]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://s5") as client:
             async def get(i: int) -> tuple[int, Any]:
-                resp = await client.get(f"{E}/urn:ngsi-ld:Tank:{i}", params={"options": "keyValues"})
+                # the last one asks a tenant that does not exist: it fails alone
+                headers = {"NGSILD-Tenant": "nosuch"} if i == 25 else {}
+                resp = await client.get(f"{E}/urn:ngsi-ld:Tank:{i % 25 if i < 25 else 3}",
+                                        params={"options": "keyValues"}, headers=headers)
                 return resp.status_code, resp.json()
 
-            return await asyncio.gather(*(get(i) for i in range(25)))
+            return await asyncio.gather(*(get(i) for i in range(26)), get(3))
 
+    sa.event.listen(platform.engine, "before_cursor_execute", count)
     answers = asyncio.run(run())
+    sa.event.remove(platform.engine, "before_cursor_execute", count)
     for i, (status, body) in enumerate(answers):
-        if i < 20:
-            assert (status, body["id"], body["level"]) == (200, f"urn:ngsi-ld:Tank:{i}", 0)
-        else:
+        if i < 20 or i == 26:  # 26: Tank 3 a second time in the same group
+            assert (status, body["id"], body["level"]) == (200, f"urn:ngsi-ld:Tank:{3 if i == 26 else i}", 0)
+        elif i < 25:
             assert status == 404 and body["type"].endswith("ResourceNotFound")
+        else:
+            assert status == 404 and body["title"] == "NonexistentTenant", body
     if platform.engine.dialect.name == "postgresql":
-        assert sum(groups) == 25 and len(groups) < 25, groups
+        # a group reads its entities in one statement (Tank 3's second retrieval reads on its own)
+        assert sum(groups) == 27 and len(groups) < 27, groups
+        assert len(reads) <= len(groups) + 1, (len(reads), groups)
     else:
         assert groups == []
 

@@ -137,8 +137,9 @@ class _db:
                 return method(*args, **kwargs)
             if inline:
                 return await run_in_threadpool(method, *args, **kwargs)
-            if name in GROUPED_READS:
-                return await _coalescer(self.broker, reads=True).submit(lambda: method(*args, **kwargs))
+            if name in GROUPED_READS:  # (tenant, entity id, …)
+                return await _coalescer(self.broker, reads=True).submit(lambda: method(*args, **kwargs),
+                                                                        key=(args[0], args[1]))
             return await run_in_threadpool(method, *args, **kwargs)
 
         return call
@@ -209,10 +210,11 @@ class _Coalescer:
             self.draining = False
 
     def _run_group(self, works: list[Callable[[], Any]], keys: list[_Key]) -> list[_Outcome]:
-        """``keys``: on PostgreSQL the entities the writes change, read in one statement first (a round
-        trip per write saved); SQLite reads each in microseconds."""
+        """``keys``: on PostgreSQL the entities the writes change (or the reads retrieve), read in one
+        statement first (a round trip per request saved); SQLite reads each in microseconds."""
         if self.reads:
-            return _each(works)
+            with self.broker.read_ahead(keys):
+                return _each(works)
         try:
             with self.broker.db.shared() as conn, self.broker.prefetched(conn, keys):
                 values = [work() for work in works]  # an error ends the shared transaction: rolled back

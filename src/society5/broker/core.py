@@ -107,6 +107,7 @@ class Broker:
         self.store = EntityStore(engine.dialect.name)
         self.listeners: list[ChangeListener] = []
         self.changes_listeners: list[ChangesListener] = []  # called before ``listeners``
+        self._ahead = threading.local()  # read_ahead's documents, per worker thread
 
     # -- helpers -------------------------------------------------------------------------------------------
     def context(self, source: Any = None) -> ActiveContext:
@@ -164,6 +165,41 @@ class Broker:
         finally:
             conn.info.pop(_PREFETCHED, None)
 
+    @contextmanager
+    def read_ahead(self, keys: Sequence[tuple[str | None, str]]) -> Iterator[None]:
+        """Retrievals of a group (PostgreSQL, one worker thread): their entities are read in one statement
+        first, and each :meth:`retrieve` of this thread takes its own from here instead of a round trip of
+        its own. A document is handed out once (a second retrieval of it in the group reads it itself); an
+        entity that does not exist is remembered as missing. A key of an invalid or unknown tenant is left
+        out, and so is everything if the shared read fails: those retrievals then run (and fail) as they
+        would alone."""
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, entity_id in keys:
+            try:
+                by_tenant.setdefault(self.tenant_for_read(tenant), []).append(entity_id)
+            except ApiError:
+                continue
+        found: dict[tuple[str, str], dict[str, Any] | None] = {}
+        try:
+            with self.db.connect(simple=True) as conn:
+                for name, ids in by_tenant.items():
+                    docs = self.store.get_many(conn, name, ids)
+                    found.update({(name, eid): docs.get(eid) for eid in ids})
+        except Exception:  # each retrieval then reads (and fails) on its own
+            log.warning("reading a group's entities ahead failed", exc_info=True)
+            found = {}
+        self._ahead.docs = found
+        try:
+            yield
+        finally:
+            self._ahead.docs = None
+
+    def _read_ahead(self, tenant: str, entity_id: str) -> tuple[bool, dict[str, Any] | None]:
+        ahead: dict[tuple[str, str], dict[str, Any] | None] | None = getattr(self._ahead, "docs", None)
+        if not ahead or (tenant, entity_id) not in ahead:
+            return False, None
+        return True, ahead.pop((tenant, entity_id))
+
     def _load(self, conn: Connection, tenant: str, entity_id: str, principal: Principal) -> dict[str, Any]:
         ready: dict[tuple[str, str], dict[str, Any]] | None = conn.info.get(_PREFETCHED)
         doc = ready.pop((tenant, entity_id), None) if ready else None
@@ -191,8 +227,10 @@ class Broker:
     ) -> dict[str, Any]:
         check_uri(entity_id, "entity id")
         name = self.tenant_for_read(tenant)
-        with self.db.connect(simple=True) as conn:
-            doc = self.store.get(conn, name, entity_id)
+        known, doc = self._read_ahead(name, entity_id)
+        if not known:
+            with self.db.connect(simple=True) as conn:
+                doc = self.store.get(conn, name, entity_id)
         if doc is None or not _visible(doc, name, principal):
             raise NotFound(f"entity {entity_id} does not exist")
         return doc
