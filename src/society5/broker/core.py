@@ -151,7 +151,8 @@ class Broker:
         """Read (and lock) the entities that a group of single-entity writes is about to change in one
         statement: each write then finds its entity here instead of making a round trip of its own. An
         entity is handed out once (a second write of it in the group reads what the first wrote); what is
-        left is dropped when the group ends."""
+        left is dropped when the group ends. The group's document updates go out together at its end
+        (:meth:`EntityStore.deferred_updates`)."""
         by_tenant: dict[str, list[str]] = {}
         for tenant, entity_id in keys:
             by_tenant.setdefault(tenant or DEFAULT_TENANT, []).append(entity_id)
@@ -161,7 +162,8 @@ class Broker:
                 found[(name, eid)] = doc
         conn.info[_PREFETCHED] = found
         try:
-            yield
+            with self.store.deferred_updates(conn):
+                yield
         finally:
             conn.info.pop(_PREFETCHED, None)
 

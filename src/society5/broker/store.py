@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,7 @@ class EntityStore:
     # so a concurrent writer waits instead of overwriting a change it never saw.
     def get(self, conn: Connection, tenant: str, entity_id: str,
             for_update: bool = False) -> dict[str, Any] | None:
+        self._send_deferred(conn)
         if self.sqlite:
             hit = self._driver(conn).execute(_SQL_GET, (tenant, entity_id)).fetchone()
             return orjson.loads(hit[0]) if hit else None
@@ -113,6 +115,7 @@ class EntityStore:
         text has no GeoProperty (a substring test, before decoding): :meth:`update_many` skips their geo
         check."""
         found: dict[str, dict[str, Any]] = {}
+        self._send_deferred(conn)
         if for_update and not self.sqlite:
             ids = sorted(set(ids))
         for start in range(0, len(ids), 500):
@@ -136,6 +139,7 @@ class EntityStore:
     def insert_many(self, conn: Connection, tenant: str, docs: Sequence[dict[str, Any]]) -> None:
         if not docs:
             return
+        self._send_deferred(conn)
         if self.sqlite:
             self._driver(conn).executemany(
                 _SQL_INSERT,
@@ -218,19 +222,41 @@ class EntityStore:
     def _update_rows(
         self, conn: Connection, tenant: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]
     ) -> None:
-        conn.execute(
-            _UPDATE_DOC,
-            [
-                {
-                    "b_tenant": tenant,
-                    "b_id": new["id"],
-                    "doc": new,
-                    "public": is_public(new),
-                    "modified_at": new["modifiedAt"],
-                }
-                for _, new in pairs
-            ],
-        )
+        rows = [
+            {"b_tenant": tenant, "b_id": new["id"], "doc": new, "public": is_public(new),
+             "modified_at": new["modifiedAt"]}
+            for _, new in pairs
+        ]
+        waiting: dict[tuple[str, str], dict[str, Any]] | None = conn.info.get(_DEFERRED)
+        if waiting is None:
+            conn.execute(_UPDATE_DOC, rows)
+            return
+        for row in rows:
+            waiting[(tenant, row["b_id"])] = row
+
+    @contextmanager
+    def deferred_updates(self, conn: Connection) -> Iterator[None]:
+        """PostgreSQL, a group of single-entity writes in one transaction: their document UPDATEs wait and
+        go out together at the end, one ``executemany`` that psycopg pipelines (one round trip instead of one
+        per write). Any other use of the store on this connection sends what waits first, so every read
+        sees every write before it. On an error nothing is sent: the transaction is rolled back anyway."""
+        if self.sqlite:
+            yield
+            return
+        conn.info[_DEFERRED] = {}
+        try:
+            yield
+            self._send_deferred(conn)
+        finally:
+            conn.info.pop(_DEFERRED, None)
+
+    @staticmethod
+    def _send_deferred(conn: Connection) -> None:
+        waiting: dict[tuple[str, str], dict[str, Any]] | None = conn.info.get(_DEFERRED)
+        if waiting:
+            rows = list(waiting.values())
+            waiting.clear()
+            conn.execute(_UPDATE_DOC, rows)
 
     def _update_indexes(
         self, conn: Connection, tenant: str, pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
@@ -255,6 +281,7 @@ class EntityStore:
                 self._insert_geo(conn, tenant, [(new["id"], attr, box) for attr, box in new_boxes])
 
     def delete_many(self, conn: Connection, tenant: str, ids: Sequence[str]) -> None:
+        self._send_deferred(conn)
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
             conn.execute(entities.delete().where(entities.c.tenant == tenant, entities.c.id.in_(chunk)))
@@ -313,6 +340,7 @@ class EntityStore:
 
     # -- queries -------------------------------------------------------------------------------------------
     def query(self, conn: Connection, tenant: str, query: EntityQuery) -> QueryResult:
+        self._send_deferred(conn)
         where, exact = self._where(tenant, query)
         base = sa.select(entities.c.doc).where(*where).order_by(entities.c.id)
         if query.order:
@@ -436,6 +464,7 @@ class EntityStore:
 
     # -- discovery -----------------------------------------------------------------------------------------
     def type_counts(self, conn: Connection, tenant: str, public_only: bool) -> dict[str, int]:
+        self._send_deferred(conn)
         t = entity_types.c
         stmt = sa.select(t.type, sa.func.count()).where(t.tenant == tenant).group_by(t.type)
         if public_only:
@@ -449,6 +478,7 @@ class EntityStore:
     def iter_docs(
         self, conn: Connection, tenant: str, public_only: bool, types: Iterable[str] | None = None
     ) -> Iterable[dict[str, Any]]:
+        self._send_deferred(conn)
         stmt = sa.select(entities.c.doc).where(entities.c.tenant == tenant)
         if public_only:
             stmt = stmt.where(entities.c.public.is_(True))
@@ -507,6 +537,7 @@ _SQL_UPDATE = "UPDATE broker_entities SET doc = ?, public = ?, modified_at = ? W
 
 # In a document's JSON text exactly when it has a GeoProperty (or a value that mentions one: checked then).
 _GEO_MARK = '"GeoProperty"'
+_DEFERRED = "s5.broker.deferred_doc_updates"
 
 
 def _dumps(doc: dict[str, Any]) -> str:
