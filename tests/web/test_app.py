@@ -59,8 +59,8 @@ def test_auth_off_is_refused_off_loopback(sqlite_platform: Platform) -> None:
 
 def test_service_middleware_sees_requests_before_fastapi(sqlite_platform: Platform) -> None:
     """A service's middleware is put in front of the whole app, FastAPI's own layers included: it gets each
-    HTTP request first, with the app in the scope, in the order the services are listed; what it passes on
-    is routed as usual; the lifespan does not go through it."""
+    HTTP request first, with the app and its root path in the scope, in the order the services are listed;
+    what it passes on is routed as usual; the lifespan does not go through it."""
     from starlette.responses import PlainTextResponse
 
     seen: list[tuple[str, str, bool]] = []
@@ -68,7 +68,7 @@ def test_service_middleware_sees_requests_before_fastapi(sqlite_platform: Platfo
     def recorder(tag: str) -> Any:
         def make(inner: Any) -> Any:
             async def middleware(scope: Any, receive: Any, send: Any) -> None:
-                seen.append((tag, scope["path"], scope.get("app") is app))
+                seen.append((tag, scope["path"], scope.get("app") is app and scope["root_path"] == "/s5"))
                 if scope["path"] == f"/answered-by-{tag}":
                     await PlainTextResponse(tag)(scope, receive, send)
                     return
@@ -81,6 +81,7 @@ def test_service_middleware_sees_requests_before_fastapi(sqlite_platform: Platfo
     services = [Service(name="first", title="一", middleware=(recorder("a"),)),
                 Service(name="second", title="二", middleware=(recorder("b"),))]
     app = create_app(sqlite_platform.settings, services=services, platform=sqlite_platform)
+    app.root_path = "/s5"  # behind a proxy that strips a prefix: the front sees it as FastAPI would
     with TestClient(app) as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         assert c.get("/answered-by-a").text == "a"

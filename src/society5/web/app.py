@@ -51,6 +51,8 @@ class Society5App(FastAPI):
         if front is None or scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        if self.root_path:  # as FastAPI.__call__ does
+            scope["root_path"] = self.root_path
         scope["app"] = self
         await front(scope, receive, send)
 
