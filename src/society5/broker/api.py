@@ -32,7 +32,15 @@ from society5.broker.http import (
     read_json,
 )
 from society5.broker.jsonld import ActiveContext, parse_link_header
-from society5.broker.model import LOCATION, RESERVED, Renderer, check_attr_name, check_uri, parse_projection
+from society5.broker.model import (
+    LOCATION,
+    RESERVED,
+    Renderer,
+    check_attr_name,
+    check_uri,
+    parse_order_by,
+    parse_projection,
+)
 from society5.broker.query import q as qlang
 from society5.broker.query import scope as scopelang
 from society5.broker.query.typeexpr import TypeExprError, parse_type_expr
@@ -399,14 +407,9 @@ def _order_by(value: str | None, ctx: ActiveContext) -> list[tuple[list[str], bo
     if value is None:
         return None
     order = []
-    # The terms in the order given (the first sorts first): not a set.
-    for part in (p.strip() for p in value.split(",") if p.strip()):
-        path, _, direction = part.partition(";")
-        if direction not in ("", "asc", "desc") or not path:
-            raise BadRequest(f"orderBy: {part!r} must be path[;asc|desc]")
-        names = path.split(".")
+    for names, descending in parse_order_by(value):
         head = names[0] if names[0] in ("id", "type", "createdAt", "modifiedAt") else ctx.expand(names[0])
-        order.append(([head, *names[1:]], direction == "desc"))
+        order.append(([head, *names[1:]], descending))
     return order
 
 

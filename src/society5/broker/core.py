@@ -156,11 +156,7 @@ class Broker:
         by_tenant: dict[str, list[str]] = {}
         for tenant, entity_id in keys:
             by_tenant.setdefault(tenant or DEFAULT_TENANT, []).append(entity_id)
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        for name, ids in by_tenant.items():
-            for eid, doc in self.store.get_many(conn, name, ids, for_update=True).items():
-                found[(name, eid)] = doc
-        conn.info[_PREFETCHED] = found
+        conn.info[_PREFETCHED] = self._read_keys(conn, by_tenant, for_update=True)
         try:
             with self.store.deferred_updates(conn):
                 yield
@@ -184,9 +180,8 @@ class Broker:
         found: dict[tuple[str, str], dict[str, Any] | None] = {}
         try:
             with self.db.connect(simple=True) as conn:
-                for name, ids in by_tenant.items():
-                    docs = self.store.get_many(conn, name, ids)
-                    found.update({(name, eid): docs.get(eid) for eid in ids})
+                found = {(name, eid): None for name, ids in by_tenant.items() for eid in ids}  # missing
+                found.update(self._read_keys(conn, by_tenant))
         except Exception:  # each retrieval then reads (and fails) on its own
             log.warning("reading a group's entities ahead failed", exc_info=True)
             found = {}
@@ -195,6 +190,12 @@ class Broker:
             yield
         finally:
             self._ahead.docs = None
+
+    def _read_keys(self, conn: Connection, by_tenant: dict[str, list[str]],
+                   for_update: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
+        """The existing documents of the ids, per tenant, keyed (tenant, id): one statement a tenant."""
+        return {(name, eid): doc for name, ids in by_tenant.items()
+                for eid, doc in self.store.get_many(conn, name, ids, for_update=for_update).items()}
 
     def _read_ahead(self, tenant: str, entity_id: str) -> tuple[bool, dict[str, Any] | None]:
         ahead: dict[tuple[str, str], dict[str, Any] | None] | None = getattr(self._ahead, "docs", None)

@@ -325,6 +325,18 @@ Projection = dict[str, "Projection | None"]
 _PROJ_NAME = re.compile(r"[^,{};\s]+")
 
 
+def parse_order_by(text: str) -> list[tuple[list[str], bool]]:
+    """``orderBy`` (§4.23): comma-separated ``path[;asc|desc]`` terms, kept in the order given (the first
+    sorts first), each as (path split at dots, descending)."""
+    order = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        path, _, direction = part.partition(";")
+        if direction not in ("", "asc", "desc") or not path:
+            raise BadRequest(f"orderBy: {part!r} must be path[;asc|desc], e.g. name;desc")
+        order.append((path.split("."), direction == "desc"))
+    return order
+
+
 def parse_projection(text: str, what: str) -> Projection:
     """``id,name,locatedAt{name,isInCountry{name}}``: names, each optionally with the projection of the
     entity it links to (used with ``join``)."""

@@ -250,8 +250,9 @@ class EntityStore:
         finally:
             conn.info.pop(_DEFERRED, None)
 
-    @staticmethod
-    def _send_deferred(conn: Connection) -> None:
+    def _send_deferred(self, conn: Connection) -> None:
+        if self.sqlite:  # never deferred there; spare the SQLite hot reads the lookup
+            return
         waiting: dict[tuple[str, str], dict[str, Any]] | None = conn.info.get(_DEFERRED)
         if waiting:
             rows = list(waiting.values())

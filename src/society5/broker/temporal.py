@@ -48,6 +48,7 @@ from society5.broker.model import (
     check_attr_name,
     check_datetime,
     check_uri,
+    parse_order_by,
     parse_scopes,
     parse_types,
 )
@@ -1158,14 +1159,8 @@ def merge_instance(stored: dict[str, Any], payload: dict[str, Any], ctx: ActiveC
 def sort_entities(docs: list[dict[str, Any]], order_by: str, ctx: ActiveContext) -> list[dict[str, Any]]:
     """Order entities by ``orderBy`` (§4.23): ``id``, ``type``, ``createdAt``, ``attr``, ``attr.sub``,
     each optionally ``;asc``/``;desc``; entities that lack the key come last."""
-    keys: list[tuple[list[str], bool]] = []
-    for part in order_by.split(","):
-        spec, _, direction = part.strip().partition(";")
-        if not spec or direction not in ("", "asc", "desc"):
-            raise BadRequest(f"orderBy {part!r}: use name[;asc|;desc], e.g. name;desc")
-        keys.append((spec.split("."), direction == "desc"))
     ordered = list(docs)
-    for path, desc in reversed(keys):
+    for path, desc in reversed(parse_order_by(order_by)):
         present = [d for d in ordered if _order_value(d, path, ctx) is not None]
         absent = [d for d in ordered if _order_value(d, path, ctx) is None]
         present.sort(key=lambda d: _sort_key(_order_value(d, path, ctx)), reverse=desc)
