@@ -22,6 +22,9 @@ def test_every_api_operation_has_a_summary(sqlite_platform: Any) -> None:
         if not (op.get("summary") or op.get("description"))
     ]
     assert not missing, missing
+    # Clients generated from the schema name their methods by operationId: two alike would collide.
+    ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
 
 
 def test_every_cli_command_has_help() -> None:

@@ -151,7 +151,9 @@ async def api_version() -> dict[str, int]:
     return {"version": 3}
 
 
-@router.api_route("/api/3/action/{name}", methods=["GET", "POST"], summary="CKAN Action API")
+# One route per method: with both on one route the two operations shared an operationId in the OpenAPI schema.
+@router.get("/api/3/action/{name}", summary="CKAN Action API (read actions)", operation_id="ckan_action_get")
+@router.post("/api/3/action/{name}", summary="CKAN Action API", operation_id="ckan_action_post")
 async def action_v3(name: str, request: Request) -> Response:
     return await call_action(name, request)
 
