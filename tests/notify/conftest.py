@@ -34,7 +34,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def poll(check: Callable[[], Any], timeout_s: float = 5.0, step_s: float = 0.05) -> Any:
+def poll(check: Callable[[], Any], timeout_s: float = 30.0, step_s: float = 0.05) -> Any:
     """Call ``check`` until it returns something truthy; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -58,3 +58,10 @@ def test_token_bucket_grants_a_burst_then_reserves_slots() -> None:
     now[0] += 10
     assert bucket.take("f") == 0.0 and bucket.take("g") == 0.0  # the burst is back after a pause
     assert TokenBucket(rate=0).take("x") == 0.0  # 0 means unlimited
+
+
+@pytest.mark.parametrize("rate", [3.0, 10.0, 7.0, 0.3])
+def test_a_burst_of_exactly_the_capacity_passes_at_one_instant(rate: float) -> None:
+    bucket = TokenBucket(rate=rate, capacity=10.0, clock=lambda: 500.0)
+    # 1/rate added up ten times is not exactly 10/rate in floating point: the tenth must still pass.
+    assert [bucket.take(str(i)) == 0.0 for i in range(11)] == [True] * 10 + [False]

@@ -14,6 +14,9 @@ from collections.abc import Callable
 
 _EARLY_S = 0.005  # a reserved message coming back this close to its slot is on time
 _MAX_HELD = 100_000
+# Rounding of the arrival times summed slot by slot: without it the last message of a burst that fills the
+# bucket in one instant was told to wait ~1e-16 s (deferred a whole outbox round trip).
+_ROUNDING_S = 1e-9
 
 
 class TokenBucket:
@@ -42,7 +45,7 @@ class TokenBucket:
             tat = max(self._tat, now)
             wait = tat - (self.capacity - 1.0) * interval - now
             self._tat = tat + interval
-            if wait <= 0:
+            if wait <= _ROUNDING_S:
                 return 0.0
             if len(self._held) >= _MAX_HELD:  # keys that never came back (handled by another process)
                 self._held = {k: v for k, v in self._held.items() if v > now}
