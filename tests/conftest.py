@@ -7,11 +7,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 import sqlalchemy as sa
 
 from society5.core.platform import Platform
 from society5.core.settings import Settings
+
+# No per-example deadline anywhere: on a loaded machine one slow example failed a property that held.
+hypothesis.settings.register_profile("society5", deadline=None)
+hypothesis.settings.load_profile("society5")
 
 PG_ADMIN_URL = os.environ.get("SOCIETY5_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -266,11 +266,13 @@ def test_mqtt_endpoint_gets_metadata_and_body(running: TestClient) -> None:
     messages: queue.Queue[bytes] = queue.Queue()
     listener = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     listener.on_message = lambda _c, _u, msg: messages.put(bytes(msg.payload))
+    subscribed = threading.Event()
+    listener.on_subscribe = lambda *_: subscribed.set()
     listener.connect("127.0.0.1", 1883)
     listener.subscribe(topic, qos=1)
     listener.loop_start()
     try:
-        time.sleep(0.2)  # let the SUBSCRIBE reach the broker before anything is published
+        assert subscribed.wait(30)  # the SUBACK: anything published from now on reaches the listener
         endpoint = {"notifierInfo": [{"key": "MQTT-QoS", "value": "1"}],
                     "receiverInfo": [{"key": "test-receiver-key", "value": "info"}]}
         body = sub(f"mqtt://127.0.0.1:1883/{topic}", notification={"endpoint": endpoint})

@@ -177,7 +177,9 @@ def test_the_job_waits_for_a_quiet_moment_up_to_the_bounds(
     with gate:
         assert gate.quiet_for() > 0  # this thread holds it
         seen: list[float] = []
-        threading.Thread(target=lambda: seen.append(gate.quiet_for())).start()
+        other = threading.Thread(target=lambda: seen.append(gate.quiet_for()))
+        other.start()
+        other.join(30)
     assert seen == [0.0]
 
 

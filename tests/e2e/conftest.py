@@ -106,7 +106,7 @@ def browser() -> Iterator[Any]:
 def _offline(context: Any) -> Any:
     # GSI tiles cannot be fetched offline: fail them at once instead of waiting for a timeout.
     context.route("**/cyberjapandata.gsi.go.jp/**", lambda route: route.abort())
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(30_000)
     return context
 
 

@@ -51,7 +51,7 @@ def test_public_map_lists_recent_sightings_in_jst_with_state(bears_client, bears
     assert [i[1] for i in items] == [fresh["id"], old["id"]]  # newest first, the rejected one hidden
     assert items[0][0] == "" and "older" in items[1][0]  # older than 7 days fades
     assert "未確認" in html and "円山公園" in html and "痕跡" in html
-    jst = (datetime.now(UTC) - timedelta(hours=2) + timedelta(hours=9)).strftime("%Y-%m-%d %H")
+    jst = (datetime.fromisoformat(fresh["observed_at"]) + timedelta(hours=9)).strftime("%Y-%m-%d %H")
     assert jst in html
     assert 'data-geojson="/bears/sightings.geojson?days=30"' in html
     assert 'href="/static/vendor/leaflet/leaflet.css"' in html and "地理院タイル" in html
