@@ -38,7 +38,7 @@ class Server:
             self.env["SOCIETY5_PRELOAD_CONTEXTS"] = str(CONTEXTS)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> Server:
+    def start(self, timeout: float = 90.0) -> Server:
         self.proc = subprocess.Popen(
             [str(SOCIETY5), "serve", "--port", str(self.port)],
             env=self.env,

@@ -27,7 +27,7 @@ T1 = "2025-01-15T03:01:00Z"
 T2 = "2025-01-15T03:02:00Z"
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         got = check()
@@ -422,7 +422,7 @@ def test_the_mqtt_command_runs_the_bridge_until_stopped(tmp_path: Any, prefix: s
             return False
 
     try:
-        wait_for(stored, timeout=30, what="the command to store a message")
+        wait_for(stored, timeout=90, what="the command to store a message")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
