@@ -167,6 +167,11 @@ def test_multi_attribute_datasets(client: Any) -> None:
     url = "/ngsi-ld/v1/entities/urn:ngsi-ld:Building:1"
     got = client.get(url, headers={"Link": LINK}).json()["speed"]
     assert sorted(i["value"] for i in got) == [10, 20]
+    # Simplified, each value stays with its instance; a single instance is its bare value.
+    kv = client.get(url + "?options=keyValues", headers={"Link": LINK}).json()
+    assert kv["speed"] == {"dataset": {"@none": 10, "urn:ngsi-ld:Dataset:gps": 20}}
+    assert client.get(url + "?options=keyValues&datasetId=urn:ngsi-ld:Dataset:gps",
+                      headers={"Link": LINK}).json()["speed"] == 20
     r = client.delete(url + "/attrs/speed?datasetId=urn:ngsi-ld:Dataset:gps", headers={"Link": LINK})
     assert r.status_code == 204
     got = client.get(url, headers={"Link": LINK}).json()["speed"]

@@ -484,8 +484,11 @@ class Renderer:
                 if not instances:
                     continue
             rendered = [self.instance(i) for i in instances]
-            if self.fmt == "keyValues":
-                out[name] = rendered[0] if len(rendered) == 1 else rendered
+            if self.fmt == "keyValues" and len(rendered) > 1:
+                # NGSI-LD 1.8 simplified form: a multi-attribute is its values keyed by datasetId; a
+                # list of bare values would lose which instance each one is.
+                pairs = zip(instances, rendered, strict=True)
+                out[name] = {"dataset": {i.get("datasetId") or "@none": v for i, v in pairs}}
             else:
                 out[name] = rendered[0] if len(rendered) == 1 else rendered
         if self.pick is not None:
