@@ -8,12 +8,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 SOCIETY5 = Path(sys.executable).with_name("society5")
 CONTEXTS = Path(__file__).resolve().parents[2] / "shared" / "ngsi-ld-contexts"
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float) -> None:
+    """Until ``check()`` holds or the time is up (the assertions after it say what was missing): the crash
+    tests act at a point in a stream of writes, however slowly this machine reaches it."""
+    deadline = time.monotonic() + timeout_s
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def free_port() -> int:

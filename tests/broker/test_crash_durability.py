@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
 
-from tests.server import Server
+from tests.server import Server, wait_until
 
 H = {"Content-Type": "application/json"}
 
@@ -47,9 +46,7 @@ def test_acknowledged_writes_survive_kill9(db_url: str, platform: object) -> Non
 
     thread = threading.Thread(target=writer)
     thread.start()
-    deadline = time.monotonic() + 60
-    while len(acked_creates) <= 50 and time.monotonic() < deadline:  # mid-stream, however slow the machine
-        time.sleep(0.05)
+    wait_until(lambda: len(acked_creates) > 50, 60)  # mid-stream
     server.kill9()
     stop.set()
     thread.join(10)

@@ -6,7 +6,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,7 +13,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.server import Server
+from tests.server import Server, wait_until
 
 H = {"Content-Type": "application/json"}
 HTTP_TANK, MQTT_TANK = "urn:ngsi-ld:Tank:http", "urn:ngsi-ld:Tank:mqtt"
@@ -48,13 +47,6 @@ def _history(url: str, eid: str) -> set[int]:
                   params={"attrs": "level", "options": "temporalValues"}, timeout=30)
     assert r.status_code in (200, 206), r.text
     return {int(v[0]) for v in r.json().get("level", {}).get("values", [])}
-
-
-def _wait_for(check: Callable[[], bool], timeout_s: float) -> None:
-    """Until ``check()`` holds or the time is up (the assertions after it say what was missing)."""
-    deadline = time.monotonic() + timeout_s
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def _until_the_bridge_writes(http: httpx.Client, prefix: str) -> None:
@@ -133,7 +125,7 @@ def test_kill9_loses_no_acknowledged_write_and_no_notification(db_url: str, plat
     threads = [threading.Thread(target=http_writer), threading.Thread(target=mqtt_writer)]
     for th in threads:
         th.start()
-    _wait_for(lambda: len(acked_http) > 50 and len(acked_mqtt) > 50, 60)
+    wait_until(lambda: len(acked_http) > 50 and len(acked_mqtt) > 50, 60)
     server.kill9()
     stop.set()
     for th in threads:
@@ -145,7 +137,7 @@ def test_kill9_loses_no_acknowledged_write_and_no_notification(db_url: str, plat
         http_history = _history(restarted.url, HTTP_TANK)
         # Messages the killed bridge had not committed are redelivered to the restarted one, which writes
         # them in its own time.
-        _wait_for(lambda: set(acked_mqtt) <= _history(restarted.url, MQTT_TANK), 60)
+        wait_until(lambda: set(acked_mqtt) <= _history(restarted.url, MQTT_TANK), 60)
         mqtt_history = _history(restarted.url, MQTT_TANK)
         lost_http = sorted(set(acked_http) - http_history)
         lost_mqtt = sorted(set(acked_mqtt) - mqtt_history)
@@ -156,9 +148,7 @@ def test_kill9_loses_no_acknowledged_write_and_no_notification(db_url: str, plat
         # so for MQTT the newest acknowledged value must be notified, and nothing that was never written.
         due = {(HTTP_TANK, i) for i in acked_http} | {(MQTT_TANK, max(acked_mqtt))}
         # messages the killed process had claimed come back when their 60 s lease runs out
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not due <= receiver.seen:
-            time.sleep(0.2)
+        wait_until(lambda: due <= receiver.seen, 120)
         missing = sorted(due - receiver.seen)
         assert not missing, f"{len(missing)} acked writes never notified: {missing[:5]}"
         invented = {(e, v) for e, v in receiver.seen if v and v not in (http_history if e == HTTP_TANK

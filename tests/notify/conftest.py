@@ -23,6 +23,7 @@ from society5.core.outbox import RetryPolicy
 from society5.core.platform import Platform
 from society5.notify import startup
 from society5.notify.notifier import Notifier
+from society5.notify.ratelimit import TokenBucket
 
 LINE_TOKEN = "test-channel-access-token"
 LINE_USER = "U" + "1234abcd" * 4
@@ -243,3 +244,19 @@ def make_notifier(platform: Platform) -> Iterator[Callable[..., Notifier]]:
 def mail_settings(server: SmtpServer, **more: Any) -> dict[str, Any]:
     return {"smtp_host": "127.0.0.1", "smtp_port": server.port, "smtp_starttls": False,
             "smtp_from": "society5@town.example.jp", **more}
+
+
+class StillBucket:
+    """A rate limit whose clock stands still until :meth:`release` (then it is the real monotonic clock),
+    so that a burst counts as one instant however slowly the machine sends it."""
+
+    def __init__(self, rate: float):
+        self._still: float | None = time.monotonic()
+        self.bucket = TokenBucket(rate, clock=self._now)
+
+    def _now(self) -> float:
+        return self._still if self._still is not None else time.monotonic()
+
+    def release(self) -> None:
+        self._still = None
+

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,10 +17,9 @@ from society5.core.platform import Platform
 from society5.core.tables import outbox as outbox_table
 from society5.notify.channels import mail
 from society5.notify.notifier import KIND, Notifier
-from society5.notify.ratelimit import TokenBucket
 from society5.notify.recipients import RecipientStore
 
-from .conftest import SmtpServer, mail_settings, poll
+from .conftest import SmtpServer, StillBucket, mail_settings, poll
 
 TEST = {"name": "太郎", "sender": "tester"}
 SECRET = "a-very-secret-signing-key"
@@ -158,12 +156,12 @@ def test_a_batch_escalates_refused_and_unreachable_deliveries(
 def test_rate_limits_hold_for_a_batch(platform: Platform, sink: Sink,
                                       make_notifier: Callable[..., Notifier]) -> None:
     notifier = make_notifier(notify_rate_webhook=10.0)
-    frozen = [time.monotonic()]  # still through the first round, which a slow machine may take 100 ms for
-    notifier.limits["webhook"] = TokenBucket(10.0, clock=lambda: frozen[0] if frozen else time.monotonic())
+    still = StillBucket(10.0)  # through the first round, which a slow machine may take long for
+    notifier.limits["webhook"] = still.bucket
     ids = _people(platform, 25, lambda i: {"webhook": f"{sink.url}/hook/{i}"})
     notifier.tell(ids, "notify.test", TEST, tenant="011002")
     platform.outbox.deliver_due()
-    frozen.clear()
+    still.release()
     statuses = sorted(_statuses(notifier).values())
     assert statuses.count("sent") == 10 and statuses.count("deferred") == 15  # a burst of 10, then 10/s
     assert {d.last_error for d in notifier.deliveries.list("011002", status="deferred")} == {

@@ -16,11 +16,10 @@ from society5.core.platform import Platform
 from society5.core.tables import outbox as outbox_table
 from society5.notify.notifier import KIND, Notifier
 from society5.notify.quiet import zone
-from society5.notify.ratelimit import TokenBucket
 from society5.notify.recipients import RecipientStore
 from society5.notify.templates import MessageTemplate, registry
 
-from .conftest import SmtpServer, StandIn, mail_settings, poll
+from .conftest import SmtpServer, StandIn, StillBucket, mail_settings, poll
 
 TEST = {"name": "太郎", "sender": "tester"}
 
@@ -112,8 +111,8 @@ def test_rate_limit_defers_the_excess(platform: Platform, smtp: SmtpServer,
     notifier = make_notifier(**mail_settings(smtp), notify_rate_mail=4.0)
     # The bucket's clock stands still through the first round: on a slow machine six SMTP sessions take
     # longer than the 250 ms in which the burst must fit, and the limit would rightly let a fifth one go.
-    frozen = [time.monotonic()]
-    notifier.limits["mail"] = TokenBucket(4.0, clock=lambda: frozen[0] if frozen else time.monotonic())
+    still = StillBucket(4.0)
+    notifier.limits["mail"] = still.bucket
     store = RecipientStore(platform.engine)
     for i in range(6):
         store.create("011002", {"id": f"p{i}", "name": f"P{i}", "channels": {"mail": f"p{i}@example.jp"}})
@@ -124,7 +123,7 @@ def test_rate_limit_defers_the_excess(platform: Platform, smtp: SmtpServer,
     assert statuses == ["deferred", "deferred", "sent", "sent", "sent", "sent"]  # a burst of 4, then 4/s
     deferred = notifier.deliveries.list("011002", status="deferred")
     assert all(d.last_error == "mail rate limit" for d in deferred)
-    frozen.clear()
+    still.release()
     poll(lambda: platform.outbox.deliver_due() == 0 and len(smtp.box.messages) == 6)
     assert time.monotonic() - started >= 0.4
     assert {d.status for d in notifier.deliveries.list("011002")} == {"sent"}
